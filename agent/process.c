@@ -1,0 +1,427 @@
+/* Container processes and their stdio. Output is read only while the host's credit allows, stdin
+ * is buffered up to one window and acknowledged as it is written. */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include "agent.h"
+#include "channel.h"
+#include "process.h"
+
+#ifndef TIOCGPTPEER
+#define TIOCGPTPEER 0x5441
+#endif
+
+extern char **environ;
+static struct proc procs[MAX_PROCS];
+static uint8_t databuf[VMPOD_MAX_DATA];
+
+struct proc *proc_find(uint32_t handle)
+{
+    for (int i = 0; i < MAX_PROCS; i++)
+        if (procs[i].used && procs[i].handle == handle)
+            return &procs[i];
+    return NULL;
+}
+
+static void watch(int fd, uint64_t tag, uint32_t want, uint32_t *cur)
+{
+    if (fd < 0 || want == *cur)
+        return;
+    struct epoll_event e = {.events = want, .data.u64 = tag};
+    int op = !*cur ? EPOLL_CTL_ADD : !want ? EPOLL_CTL_DEL : EPOLL_CTL_MOD;
+    if (epoll_ctl(g.epfd, op, fd, &e) < 0)
+        die("epoll_ctl: %s", strerror(errno));
+    *cur = want;
+}
+
+/* Deregister before close: a pty's stdin fd is a dup of the master, and epoll keeps a registration
+ * alive while any fd of the open file remains. */
+static void close_stream(int *fd, uint32_t *ev)
+{
+    if (*fd < 0)
+        return;
+    if (*ev)
+        epoll_ctl(g.epfd, EPOLL_CTL_DEL, *fd, NULL);
+    close(*fd);
+    *fd = -1;
+    *ev = 0;
+}
+
+void proc_update_watches(void)
+{
+    for (int i = 0; i < MAX_PROCS; i++) {
+        struct proc *p = &procs[i];
+        if (!p->used)
+            continue;
+        /* Not even registered without credit: a closed pipe would report EPOLLHUP forever. */
+        uint32_t rd = p->sent - p->acked < VMPOD_STREAM_WINDOW ? EPOLLIN : 0;
+        watch(p->out_fd, EV_TAG(EV_OUT, i), rd, &p->out_ev);
+        watch(p->err_fd, EV_TAG(EV_ERR, i), rd, &p->err_ev);
+        watch(p->in_fd, EV_TAG(EV_IN, i), p->in_len || p->in_close ? EPOLLOUT : 0, &p->in_ev);
+    }
+}
+
+static void maybe_send_exit(struct proc *p)
+{
+    if (!p->exited || p->exit_sent || p->out_fd >= 0 || p->err_fd >= 0)
+        return;
+    p->exit_sent = 1;
+    if (WIFSIGNALED(p->status))
+        send_u32(VMPOD_MSG_EXIT, p->handle, VMPOD_F_EXIT_SIGNAL, (uint32_t)WTERMSIG(p->status));
+    else
+        send_u32(VMPOD_MSG_EXIT, p->handle, VMPOD_F_EXIT_CODE, (uint32_t)WEXITSTATUS(p->status));
+}
+
+/* Nobody will read stdin any more: drop what is pending but acknowledge it, so the host's window
+ * does not stall. */
+static void stdin_drop(struct proc *p)
+{
+    if (p->in_len)
+        send_u32(VMPOD_MSG_STDIN_ACK, p->handle, VMPOD_F_COUNT, (uint32_t)p->in_len);
+    p->in_off = p->in_len = 0;
+    p->in_close = 0;
+    close_stream(&p->in_fd, &p->in_ev);
+}
+
+static void stdin_flush(struct proc *p)
+{
+    size_t done = 0;
+    while (p->in_len) {
+        ssize_t w = write(p->in_fd, p->in_buf + p->in_off, p->in_len);
+        if (w > 0) {
+            p->in_off += (size_t)w;
+            p->in_len -= (size_t)w;
+            done += (size_t)w;
+        } else if (w < 0 && errno == EINTR) {
+            continue;
+        } else {
+            if (done)
+                send_u32(VMPOD_MSG_STDIN_ACK, p->handle, VMPOD_F_COUNT, (uint32_t)done);
+            if (w < 0 && errno != EAGAIN)  /* EPIPE, EIO: the reader is gone */
+                stdin_drop(p);
+            return;
+        }
+    }
+    p->in_off = 0;
+    if (done)
+        send_u32(VMPOD_MSG_STDIN_ACK, p->handle, VMPOD_F_COUNT, (uint32_t)done);
+    if (p->in_close) {
+        if (p->terminal) {
+            /* A terminal has no half-close: the line discipline turns VEOF into EOF for the reader. */
+            struct termios t;
+            char c = tcgetattr(p->in_fd, &t) == 0 && t.c_cc[VEOF] ? (char)t.c_cc[VEOF] : 4;
+            if (write(p->in_fd, &c, 1) < 0 && errno == EAGAIN)
+                return;
+        }
+        p->in_close = 0;
+        close_stream(&p->in_fd, &p->in_ev);
+    }
+}
+
+static void pump_output(struct proc *p, int kind)
+{
+    int *fd = kind == EV_OUT ? &p->out_fd : &p->err_fd;
+    uint32_t *ev = kind == EV_OUT ? &p->out_ev : &p->err_ev;
+    uint64_t outstanding = p->sent - p->acked;
+    if (*fd < 0 || outstanding >= VMPOD_STREAM_WINDOW)
+        return;
+    size_t want = VMPOD_STREAM_WINDOW - outstanding;
+    if (want > sizeof databuf)
+        want = sizeof databuf;
+    ssize_t r = read(*fd, databuf, want);
+    if (r > 0) {
+        p->sent += (uint64_t)r;
+        chan_send(kind == EV_OUT ? VMPOD_MSG_STDOUT : VMPOD_MSG_STDERR, p->handle, databuf,
+                  (size_t)r);
+        return;
+    }
+    if (r < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    /* 0: EOF; EIO on a pty master: the slave side is gone, which is EOF too. */
+    close_stream(fd, ev);
+    maybe_send_exit(p);
+}
+
+void proc_event(int kind, int slot)
+{
+    if (slot < 0 || slot >= MAX_PROCS || !procs[slot].used)
+        return;
+    struct proc *p = &procs[slot];
+    if (kind == EV_IN)
+        stdin_flush(p);
+    else
+        pump_output(p, kind);
+}
+
+static void kill_tree(struct proc *p)
+{
+    if (is_pid1())
+        kill(-1, SIGKILL);  /* as the end of a PID namespace would: everyone but us */
+    else if (p->pid > 1)
+        kill(-p->pid, SIGKILL);  /* host test mode: only the child's own session/group */
+}
+
+static void proc_exited(struct proc *p, int status)
+{
+    p->exited = 1;
+    p->status = status;
+    if (p->handle == VMPOD_MAIN_PROCESS)
+        kill_tree(p);
+    stdin_drop(p);
+    maybe_send_exit(p);
+}
+
+void proc_reap(int sfd)
+{
+    struct signalfd_siginfo si;
+    while (read(sfd, &si, sizeof si) > 0)
+        ;
+    int st;
+    pid_t pid;
+    /* PID 1 also reaps orphans it never started. */
+    while ((pid = waitpid(-1, &st, WNOHANG)) > 0)
+        for (int i = 0; i < MAX_PROCS; i++)
+            if (procs[i].used && procs[i].pid == pid && !procs[i].exited)
+                proc_exited(&procs[i], st);
+}
+
+void proc_kill_all(void)
+{
+    for (int i = 0; i < MAX_PROCS; i++)
+        if (procs[i].used && !procs[i].exited)
+            kill_tree(&procs[i]);
+}
+
+int proc_stdin(struct proc *p, const uint8_t *data, size_t n, const char **why)
+{
+    if (n > VMPOD_MAX_DATA)
+        return *why = "STDIN frame larger than MAX_DATA", -1;
+    if (p->in_closed_by_host)
+        return *why = "STDIN after STDIN_CLOSE", -1;
+    if (p->in_len + n > VMPOD_STREAM_WINDOW)
+        return *why = "STDIN overruns the window", -1;
+    if (p->in_fd < 0) {  /* no stdin, or its reader is gone: drop, but acknowledge */
+        if (n)
+            send_u32(VMPOD_MSG_STDIN_ACK, p->handle, VMPOD_F_COUNT, (uint32_t)n);
+        return 0;
+    }
+    if (p->in_off + p->in_len + n > VMPOD_STREAM_WINDOW) {
+        memmove(p->in_buf, p->in_buf + p->in_off, p->in_len);
+        p->in_off = 0;
+    }
+    memcpy(p->in_buf + p->in_off + p->in_len, data, n);
+    p->in_len += n;
+    stdin_flush(p);
+    return 0;
+}
+
+int proc_stdin_close(struct proc *p, const char **why)
+{
+    (void)why;
+    if (p->in_closed_by_host)
+        return 0;
+    p->in_closed_by_host = 1;
+    if (p->in_fd >= 0) {
+        p->in_close = 1;
+        stdin_flush(p);
+    }
+    return 0;
+}
+
+int proc_output_ack(struct proc *p, uint32_t count, const char **why)
+{
+    if (count > p->sent - p->acked)
+        return *why = "OUTPUT_ACK for more bytes than were sent", -1;
+    p->acked += count;
+    return 0;
+}
+
+/* The child, between fork and exec. Failures go to the parent as {stage, errno}. */
+static _Noreturn void child(const struct start_req *r, int guest, const int fds[3], int tty,
+                            int rep)
+{
+    int stage = STAGE_SETSID, e;
+    for (int s = 1; s < NSIG; s++)
+        signal(s, SIG_DFL);  /* SIG_IGN (SIGPIPE...) would survive exec */
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    if (setsid() < 0)
+        goto fail;
+    stage = STAGE_TTY;
+    if (tty && ioctl(fds[0], TIOCSCTTY, 0) < 0)
+        goto fail;
+    for (int i = 0; i < 3; i++)  /* fds[] are >= 3 (boot_std_fds), so dup2 never clobbers them */
+        if (dup2(fds[i], i) < 0)
+            goto fail;
+    if ((e = container_enter(r, guest, &stage)))
+        goto report;
+    umask(022);
+    environ = r->envp;  /* before execvp: it searches the PATH of the new environment */
+    stage = STAGE_EXEC;
+    execvp(r->argv[0], r->argv);
+fail:
+    e = errno;
+report:;
+    int msg[2] = {stage, e};
+    if (write(rep, msg, sizeof msg) < 0)
+        _exit(127);
+    _exit(127);
+}
+
+static void start_error(const struct start_req *r, int stage, int e, char *msg, size_t cap)
+{
+    char es[128];
+    snprintf(es, sizeof es, "%s", strerror(e));
+    es[0] = (char)tolower((unsigned char)es[0]);  /* Docker/Go style messages */
+    switch (stage) {
+    case STAGE_EXEC:
+        if (e == ENOENT && !strchr(r->argv[0], '/'))
+            snprintf(msg, cap, "exec: \"%s\": executable file not found in $PATH", r->argv[0]);
+        else
+            snprintf(msg, cap, "exec: \"%s\": %s", r->argv[0], es);
+        break;
+    case STAGE_CWD: snprintf(msg, cap, "chdir to cwd (\"%s\"): %s", r->cwd, es); break;
+    case STAGE_CHROOT: snprintf(msg, cap, "chroot " NEWROOT ": %s", es); break;
+    case STAGE_GROUPS: snprintf(msg, cap, "setgroups: %s", es); break;
+    case STAGE_GID: snprintf(msg, cap, "setgid %u: %s", (unsigned)r->gid, es); break;
+    case STAGE_UID: snprintf(msg, cap, "setuid %u: %s", (unsigned)r->uid, es); break;
+    default: snprintf(msg, cap, "setting up the process's stdio: %s", es); break;
+    }
+}
+
+/* Opens a pty pair from the container's devpts (so the slave is valid inside it). */
+static int open_pty(const struct start_req *r, int *master, int *slave)
+{
+    char path[64];
+    snprintf(path, sizeof path, "%s/dev/%s", container_prefix(), is_pid1() ? "pts/ptmx" : "ptmx");
+    int unlock = 0;
+    unsigned n;
+    *master = open(path, O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
+    if (*master < 0 || ioctl(*master, TIOCSPTLCK, &unlock) < 0)
+        return -1;
+    struct winsize ws = {.ws_row = (unsigned short)r->rows, .ws_col = (unsigned short)r->cols};
+    if (r->rows && r->cols && ioctl(*master, TIOCSWINSZ, &ws) < 0)
+        return -1;
+    *slave = ioctl(*master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (*slave < 0) {  /* kernels before 4.13: by name */
+        if (ioctl(*master, TIOCGPTN, &n) < 0)
+            return -1;
+        snprintf(path, sizeof path, "%s/dev/pts/%u", container_prefix(), n);
+        *slave = open(path, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    }
+    return *slave < 0 ? -1 : 0;
+}
+
+static int pipe_nb(int p[2], int parent_end)
+{
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return -1;
+    fcntl(p[parent_end], F_SETFL, O_NONBLOCK);
+    return 0;
+}
+
+pid_t proc_start(uint32_t handle, const struct start_req *r, int *err, char *msg, size_t cap)
+{
+    int slot = 0, e;
+    while (slot < MAX_PROCS && procs[slot].used)
+        slot++;
+    if (slot == MAX_PROCS) {
+        snprintf(msg, cap, "too many processes");
+        return *err = EAGAIN, -1;
+    }
+    if ((e = container_setup(r, msg, cap)))
+        return *err = e, -1;
+    /* parent ends: out, err, in; child ends: stdin, stdout, stderr */
+    int mine[3] = {-1, -1, -1}, theirs[3] = {-1, -1, -1}, rep[2] = {-1, -1}, pp[2];
+    uint8_t *in_buf = NULL;
+    if (r->terminal) {
+        if (open_pty(r, &mine[0], &theirs[0]) < 0)
+            goto fail_setup;
+        theirs[1] = theirs[2] = theirs[0];
+        mine[2] = fcntl(mine[0], F_DUPFD_CLOEXEC, 3);  /* stdin: a second fd on the master */
+        if (mine[2] < 0)
+            goto fail_setup;
+    } else {
+        if (pipe_nb(pp, 0) < 0)
+            goto fail_setup;
+        mine[0] = pp[0], theirs[1] = pp[1];
+        if (pipe_nb(pp, 0) < 0)
+            goto fail_setup;
+        mine[1] = pp[0], theirs[2] = pp[1];
+        if (r->stdin_open) {
+            if (pipe_nb(pp, 1) < 0)
+                goto fail_setup;
+            mine[2] = pp[1], theirs[0] = pp[0];
+        } else {
+            char path[64];
+            snprintf(path, sizeof path, "%s/dev/null", container_prefix());
+            if ((theirs[0] = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+                goto fail_setup;
+        }
+    }
+    if ((mine[2] >= 0 && !(in_buf = malloc(VMPOD_STREAM_WINDOW))) || pipe2(rep, O_CLOEXEC) < 0)
+        goto fail_setup;
+    int guest = is_pid1();
+    pid_t pid = fork();
+    if (pid == 0)
+        child(r, guest, theirs, r->terminal, rep[1]);
+    e = errno;
+    close(rep[1]);
+    for (int i = 0; i < 3; i++)
+        if (theirs[i] >= 0 && (i == 0 || theirs[i] != theirs[i - 1]))
+            close(theirs[i]);
+    int report[2];
+    ssize_t n = pid < 0 ? -1 : 0;
+    while (pid > 0 && (n = read(rep[0], report, sizeof report)) < 0 && errno == EINTR)
+        ;
+    close(rep[0]);
+    if (pid < 0 || n != 0) {  /* fork failed, or the child told us why it could not exec */
+        if (pid > 0) {
+            waitpid(pid, NULL, 0);
+            e = n == sizeof report ? report[1] : EIO;
+            start_error(r, n == sizeof report ? report[0] : 0, e, msg, cap);
+        } else
+            snprintf(msg, cap, "fork: %s", strerror(e));
+        for (int i = 0; i < 3; i++)
+            if (mine[i] >= 0)
+                close(mine[i]);
+        free(in_buf);
+        return *err = e, -1;
+    }
+    struct proc *p = &procs[slot];
+    memset(p, 0, sizeof *p);
+    p->used = 1;
+    p->handle = handle;
+    p->pid = pid;
+    p->terminal = r->terminal;
+    p->out_fd = mine[0];
+    p->err_fd = mine[1];
+    p->in_fd = mine[2];
+    p->in_buf = in_buf;
+    return pid;
+
+fail_setup:
+    e = errno;
+    snprintf(msg, cap, "setting up stdio: %s", strerror(e));
+    for (int i = 0; i < 3; i++) {
+        if (mine[i] >= 0)
+            close(mine[i]);
+        if (theirs[i] >= 0 && (i == 0 || theirs[i] != theirs[i - 1]))
+            close(theirs[i]);
+    }
+    if (rep[0] >= 0)
+        close(rep[0]), close(rep[1]);
+    free(in_buf);
+    return *err = e, -1;
+}

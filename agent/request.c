@@ -1,0 +1,226 @@
+/* Host->agent messages: strict decoding, then the action. Every request gets OK or ERROR. */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include "agent.h"
+#include "boot.h"
+#include "channel.h"
+#include "process.h"
+#include "request.h"
+
+#define REQ 1
+#define OPT 0
+
+static const struct field_spec start_spec[] = {
+    {VMPOD_F_ROOT_DEVICE, FK_STR, REQ}, {VMPOD_F_ROOT_FSTYPE, FK_STR, REQ},
+    {VMPOD_F_ROOT_READONLY, FK_U32, OPT}, {VMPOD_F_HOSTNAME, FK_STR, OPT},
+    {VMPOD_F_ARG, FK_STR_LIST, REQ}, {VMPOD_F_ENV, FK_STR_LIST, OPT},
+    {VMPOD_F_CWD, FK_STR, REQ}, {VMPOD_F_UID, FK_U32, REQ}, {VMPOD_F_GID, FK_U32, REQ},
+    {VMPOD_F_GROUP, FK_U32_LIST, OPT}, {VMPOD_F_TERMINAL, FK_U32, REQ},
+    {VMPOD_F_ROWS, FK_U32, OPT}, {VMPOD_F_COLS, FK_U32, OPT},
+    {VMPOD_F_STDIN_OPEN, FK_U32, REQ}, {0, 0, 0},
+};
+static const struct field_spec signal_spec[] = {
+    {VMPOD_F_PROCESS, FK_U32, REQ}, {VMPOD_F_SIGNO, FK_U32, REQ}, {0, 0, 0},
+};
+static const struct field_spec resize_spec[] = {
+    {VMPOD_F_PROCESS, FK_U32, REQ}, {VMPOD_F_ROWS, FK_U32, REQ}, {VMPOD_F_COLS, FK_U32, REQ},
+    {0, 0, 0},
+};
+static const struct field_spec ack_spec[] = {{VMPOD_F_COUNT, FK_U32, REQ}, {0, 0, 0}};
+static const struct field_spec no_fields[] = {{0, 0, 0}};
+
+static char *dup_str(const uint8_t *v, uint32_t len)
+{
+    char *s = malloc((size_t)len + 1);
+    if (!s)
+        die("out of memory");
+    memcpy(s, v, len);
+    s[len] = 0;
+    return s;
+}
+
+static char **dup_list(const struct fields *f, uint16_t tag)
+{
+    char **out = calloc((size_t)f->count[tag] + 1, sizeof *out);
+    if (!out)
+        die("out of memory");
+    size_t off = 0, i = 0;
+    const uint8_t *v;
+    uint32_t len;
+    while (fields_next(f, tag, &off, &v, &len))
+        out[i++] = dup_str(v, len);
+    return out;
+}
+
+static void free_list(char **l)
+{
+    for (size_t i = 0; l && l[i]; i++)
+        free(l[i]);
+    free(l);
+}
+
+static int flag(const struct fields *f, uint16_t tag, const char **why)
+{
+    if (f->u32[tag] > 1)
+        *why = "a boolean field is neither 0 nor 1";
+    return f->u32[tag] == 1;
+}
+
+static void on_start(uint32_t id, const uint8_t *p, size_t n)
+{
+    static int started;
+    struct fields f;
+    const char *why = NULL;
+    if (fields_decode(p, n, start_spec, &f, &why) < 0) {
+        send_error(id, EPROTO, "START: %s", why);
+        return;
+    }
+    struct start_req r = {0};
+    r.readonly = flag(&f, VMPOD_F_ROOT_READONLY, &why);
+    r.terminal = flag(&f, VMPOD_F_TERMINAL, &why);
+    r.stdin_open = flag(&f, VMPOD_F_STDIN_OPEN, &why);
+    if (why) {
+        send_error(id, EPROTO, "START: %s", why);
+        return;
+    }
+    if (started) {  /* one container per VM; later processes will come by EXEC */
+        send_error(id, EBUSY, "the container was already started");
+        return;
+    }
+    started = 1;
+    r.root_device = dup_str(f.str[VMPOD_F_ROOT_DEVICE], f.len[VMPOD_F_ROOT_DEVICE]);
+    r.root_fstype = dup_str(f.str[VMPOD_F_ROOT_FSTYPE], f.len[VMPOD_F_ROOT_FSTYPE]);
+    r.cwd = dup_str(f.str[VMPOD_F_CWD], f.len[VMPOD_F_CWD]);
+    if (fields_has(&f, VMPOD_F_HOSTNAME))
+        r.hostname = dup_str(f.str[VMPOD_F_HOSTNAME], f.len[VMPOD_F_HOSTNAME]);
+    r.argv = dup_list(&f, VMPOD_F_ARG);
+    r.envp = dup_list(&f, VMPOD_F_ENV);
+    r.uid = f.u32[VMPOD_F_UID];
+    r.gid = f.u32[VMPOD_F_GID];
+    r.rows = f.u32[VMPOD_F_ROWS];
+    r.cols = f.u32[VMPOD_F_COLS];
+    r.ngroups = f.count[VMPOD_F_GROUP];
+    r.groups = calloc(r.ngroups + 1, sizeof *r.groups);
+    if (!r.groups)
+        die("out of memory");
+    size_t off = 0, i = 0;
+    const uint8_t *v;
+    uint32_t len;
+    while (fields_next(&f, VMPOD_F_GROUP, &off, &v, &len))
+        r.groups[i++] = fields_u32_at(v);
+
+    char msg[400];
+    int err = 0;
+    pid_t pid = proc_start(VMPOD_MAIN_PROCESS, &r, &err, msg, sizeof msg);
+    if (pid < 0)
+        send_error(id, err, "%s", msg);  /* the host then sends SHUTDOWN */
+    else
+        send_ok(id, 1, (uint32_t)pid);
+    free(r.root_device), free(r.root_fstype), free(r.cwd), free(r.hostname), free(r.groups);
+    free_list(r.argv);
+    free_list(r.envp);
+}
+
+static struct proc *live_proc(uint32_t handle)
+{
+    struct proc *p = proc_find(handle);
+    return p && !p->exited ? p : NULL;
+}
+
+static void on_signal(uint32_t id, const struct fields *f)
+{
+    struct proc *p = live_proc(f->u32[VMPOD_F_PROCESS]);
+    if (!p)
+        send_error(id, ESRCH, "no such process");
+    else if (kill(p->pid, (int)f->u32[VMPOD_F_SIGNO]) < 0)
+        send_error(id, errno, "kill: %s", strerror(errno));
+    else
+        send_ok(id, 0, 0);
+}
+
+static void on_resize(uint32_t id, const struct fields *f)
+{
+    struct proc *p = proc_find(f->u32[VMPOD_F_PROCESS]);
+    struct winsize ws = {.ws_row = (unsigned short)f->u32[VMPOD_F_ROWS],
+                         .ws_col = (unsigned short)f->u32[VMPOD_F_COLS]};
+    if (!p || p->out_fd < 0)
+        send_error(id, ESRCH, "no such process");
+    else if (!p->terminal)
+        send_error(id, ENOTTY, "the process has no terminal");
+    else if (ioctl(p->out_fd, TIOCSWINSZ, &ws) < 0)  /* the kernel sends SIGWINCH */
+        send_error(id, errno, "resize: %s", strerror(errno));
+    else
+        send_ok(id, 0, 0);
+}
+
+static void on_shutdown(uint32_t id)
+{
+    proc_kill_all();
+    boot_teardown();  /* PID 1: kill everything, sync, unmount; then answer */
+    send_ok(id, 0, 0);
+    agent_exit(0);
+}
+
+/* Stream frames: id is the process handle. Frames for unknown processes are ignored (the host may
+ * race with an exit); violations get an ERROR and the frame is dropped. */
+static void on_stream(const struct frame_hdr *h, const uint8_t *p)
+{
+    struct fields f;
+    const char *why = NULL;
+    struct proc *pr = proc_find(h->id);
+    int r = 0;
+    switch (h->type) {
+    case VMPOD_MSG_STDIN:
+        if (pr)
+            r = proc_stdin(pr, p, h->len, &why);
+        else if (h->len > VMPOD_MAX_DATA)
+            r = -1, why = "STDIN frame larger than MAX_DATA";
+        break;
+    case VMPOD_MSG_STDIN_CLOSE:
+        if ((r = fields_decode(p, h->len, no_fields, &f, &why)) == 0 && pr)
+            r = proc_stdin_close(pr, &why);
+        break;
+    case VMPOD_MSG_OUTPUT_ACK:
+        if ((r = fields_decode(p, h->len, ack_spec, &f, &why)) == 0 && pr)
+            r = proc_output_ack(pr, f.u32[VMPOD_F_COUNT], &why);
+        break;
+    }
+    if (r < 0)
+        send_error(h->id, EPROTO, "%s", why);
+}
+
+void request_handle(const struct frame_hdr *h, const uint8_t *p)
+{
+    struct fields f;
+    const char *why = NULL;
+    const struct field_spec *spec = NULL;
+    switch (h->type) {
+    case VMPOD_MSG_START:
+        on_start(h->id, p, h->len);
+        return;
+    case VMPOD_MSG_STDIN: case VMPOD_MSG_STDIN_CLOSE: case VMPOD_MSG_OUTPUT_ACK:
+        on_stream(h, p);
+        return;
+    case VMPOD_MSG_SIGNAL: spec = signal_spec; break;
+    case VMPOD_MSG_RESIZE: spec = resize_spec; break;
+    case VMPOD_MSG_SHUTDOWN: spec = no_fields; break;
+    default:
+        /* The header is sound, so the stream is still in sync: answer and drop just this frame. */
+        send_error(h->id, EPROTO, frame_type_known(h->type) ? "unexpected message type %u"
+                                                            : "unknown message type %u", h->type);
+        return;
+    }
+    if (fields_decode(p, h->len, spec, &f, &why) < 0) {
+        send_error(h->id, EPROTO, "%s", why);
+        return;
+    }
+    if (h->type == VMPOD_MSG_SIGNAL)
+        on_signal(h->id, &f);
+    else if (h->type == VMPOD_MSG_RESIZE)
+        on_resize(h->id, &f);
+    else
+        on_shutdown(h->id);
+}

@@ -1,0 +1,1 @@
+"""Command lines: `vmpod` (Docker's verbs)."""

@@ -1,0 +1,3 @@
+from vmpod.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,251 @@
+"""`vmpod`: the Docker-like command line. Parses flags, calls the library, prints; nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from vmpod import __version__
+from vmpod.cli.sizes import human_size, parse_size
+from vmpod.container.runner import ContainerRun, RunOptions, agent_binary
+from vmpod.container.spec import ProcessRequest
+from vmpod.container.state import ContainerStore
+from vmpod.errors import ExitCode, VmpodError
+from vmpod.hypervisor import accel
+from vmpod.hypervisor.qemu import QemuDriver
+from vmpod.image.importer import import_tarball
+from vmpod.image.reference import Reference
+from vmpod.image.store import ImageStore
+from vmpod.kernel import find_kernel
+from vmpod.paths import StateDir, kernel_cache
+
+Handler = Callable[[StateDir, argparse.Namespace], int]
+
+
+def _cmd_import(state: StateDir, args: argparse.Namespace) -> int:
+    state.ensure()
+    image = import_tarball(ImageStore(state), args.file, args.reference, args.change or [])
+    print(image.id)
+    return 0
+
+
+def _image_rows(store: ImageStore) -> list[dict[str, Any]]:
+    rows = []
+    for name, digest in sorted(store.names().items()):
+        image = store.image(digest)
+        ref = Reference.parse(name)
+        size = sum(store.blob_path(d).stat().st_size for d in image.layers)
+        rows.append(
+            {
+                "Repository": ref.familiar_name,
+                "Tag": ref.tag or "<none>",
+                "ID": image.id,
+                "Created": image.config.get("created", ""),
+                "Size": size,
+            }
+        )
+    return rows
+
+
+def _cmd_images(state: StateDir, args: argparse.Namespace) -> int:
+    rows = _image_rows(ImageStore(state))
+    if args.quiet:
+        for image_id in dict.fromkeys(r["ID"] for r in rows):
+            print(image_id.removeprefix("sha256:")[:12])
+    elif args.format == "json":
+        for row in rows:
+            print(json.dumps(row))
+    else:
+        print(f"{'REPOSITORY':<30} {'TAG':<12} {'IMAGE ID':<14} {'CREATED':<22} SIZE")
+        for row in rows:
+            short = row["ID"].removeprefix("sha256:")[:12]
+            print(
+                f"{row['Repository']:<30} {row['Tag']:<12} {short:<14} {row['Created'][:19]:<22} "
+                f"{human_size(row['Size'])}"
+            )
+    return 0
+
+
+def _cmd_run(state: StateDir, args: argparse.Namespace) -> int:
+    options = RunOptions(
+        image=args.image,
+        process=ProcessRequest(
+            command=tuple(args.command),
+            entrypoint=args.entrypoint,
+            env=tuple(args.env or ()),
+            env_files=tuple(args.env_file or ()),
+            workdir=args.workdir or "",
+            user=args.user or "",
+            hostname=args.hostname or "",
+            tty=args.tty,
+        ),
+        interactive=args.interactive,
+        remove=args.rm,
+        name=args.name or "",
+        cpus=args.cpus,
+        memory_bytes=parse_size(args.memory) if args.memory else None,
+        kernel=args.kernel,
+        dry_run=args.dry_run,
+    )
+    return ContainerRun(state, options).execute()
+
+
+def _cmd_ps(state: StateDir, args: argparse.Namespace) -> int:
+    records = [r for r in ContainerStore(state).all() if args.all or r.status == "running"]
+    if args.quiet:
+        for record in records:
+            print(record.id[:12])
+    elif args.format == "json":
+        for record in records:
+            print(json.dumps(record.to_dict()))
+    else:
+        print(f"{'CONTAINER ID':<14} {'IMAGE':<24} {'COMMAND':<24} {'CREATED':<20} {'STATUS':<16} NAMES")
+        for r in records:
+            status = f"Exited ({r.exit_code})" if r.status == "exited" else r.status.capitalize()
+            created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created))
+            command = " ".join(r.command)[:22]
+            print(f"{r.id[:12]:<14} {r.image:<24} {command:<24} {created:<20} {status:<16} {r.name}")
+    return 0
+
+
+def _cmd_rm(state: StateDir, args: argparse.Namespace) -> int:
+    store = ContainerStore(state)
+    failed = 0
+    for text in args.containers:
+        try:
+            record = store.find(text)
+            if record.status == "running" and not args.force:
+                raise VmpodError(f"container {text} is running", "stop it first or use rm -f")
+            if record.status == "running":
+                os.kill(record.pid, 15)
+            store.remove(record.id)
+            print(text)
+        except VmpodError as e:
+            print(f"vmpod: error: {e}", file=sys.stderr)
+            failed = 1
+    return failed
+
+
+def _cmd_info(state: StateDir, args: argparse.Namespace) -> int:
+    driver = QemuDriver()
+    choice = accel.choose()
+    info: dict[str, Any] = {
+        "Version": __version__,
+        "Drivers": {driver.name: driver.available() or "available"},
+        "Accelerator": choice.accel.value,
+        "AcceleratorReason": choice.reason,
+        "StateDir": str(state.root),
+        "KernelCache": str(kernel_cache()),
+    }
+    try:
+        kernel = find_kernel(args.kernel)
+        info["Kernel"] = f"{kernel.path} ({kernel.kind})"
+    except VmpodError as e:
+        info["Kernel"] = f"none: {e}"
+    try:
+        agent = agent_binary()
+        info["Agent"] = f"{agent} ({_agent_version(agent)})"
+    except VmpodError as e:
+        info["Agent"] = f"none: {e}"
+    if args.format == "json":
+        print(json.dumps(info, indent=2))
+    else:
+        for key, value in info.items():
+            if isinstance(value, dict):
+                value = ", ".join(f"{k}: {v}" for k, v in value.items())
+            print(f"{key}: {value}")
+    return 0
+
+
+def _agent_version(agent: os.PathLike[str]) -> str:
+    marker = b"vmpod-agent-version="
+    data = open(agent, "rb").read()  # noqa: SIM115 - small file, read once
+    start = data.find(marker)
+    if start < 0:
+        return "unknown version"
+    end = data.find(b"\0", start)
+    return data[start + len(marker) : end].decode(errors="replace")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vmpod", description="Run containers, each in its own VM.")
+    parser.add_argument("--root", help="state directory (default $VMPOD_ROOT or /var/lib/vmpod)")
+    parser.add_argument("--debug", action="store_true", help="show commands and tracebacks")
+    parser.add_argument("--version", action="version", version=f"vmpod {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("import", help="create an image from a root-filesystem tarball")
+    p.add_argument("file", metavar="TARBALL", help="tarball path, or - for stdin")
+    p.add_argument("reference", metavar="NAME[:TAG]")
+    p.add_argument("-c", "--change", action="append", help="apply a Dockerfile instruction (CMD, ENV, …)")
+    p.set_defaults(handler=_cmd_import)
+
+    p = sub.add_parser("images", help="list images")
+    p.add_argument("-q", "--quiet", action="store_true", help="only IDs")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(handler=_cmd_images)
+
+    # -h is --hostname here, as in Docker; --help stays.
+    p = sub.add_parser("run", help="run a command in a new container, in its own VM", add_help=False)
+    p.add_argument("--help", action="help", help="show this help")
+    p.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
+    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
+    p.add_argument("-e", "--env", action="append", metavar="KEY=VALUE", help="set an environment variable")
+    p.add_argument("--env-file", action="append", metavar="FILE", help="read environment variables from FILE")
+    p.add_argument("-w", "--workdir", metavar="DIR", help="working directory in the container")
+    p.add_argument("-u", "--user", metavar="USER[:GROUP]", help="user name or UID, optional group")
+    p.add_argument("--entrypoint", metavar="CMD", help="override the image's entrypoint")
+    p.add_argument("-h", "--hostname", metavar="NAME", help="container host name")
+    p.add_argument("--name", help="container name")
+    p.add_argument("--cpus", type=float, help="virtual CPUs of the VM")
+    p.add_argument("-m", "--memory", metavar="SIZE", help="memory for the container, e.g. 512m")
+    p.add_argument("--kernel", metavar="PATH", help="guest kernel to boot")
+    p.add_argument("--dry-run", action="store_true", help="print the hypervisor command line, run nothing")
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
+    p.set_defaults(handler=_cmd_run)
+
+    p = sub.add_parser("ps", help="list containers")
+    p.add_argument("-a", "--all", action="store_true", help="include exited containers")
+    p.add_argument("-q", "--quiet", action="store_true", help="only IDs")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(handler=_cmd_ps)
+
+    p = sub.add_parser("rm", help="remove containers")
+    p.add_argument("-f", "--force", action="store_true", help="remove running containers too")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.set_defaults(handler=_cmd_rm)
+
+    p = sub.add_parser("info", help="show drivers, accelerator, kernel, agent and state directory")
+    p.add_argument("--kernel", metavar="PATH", help="guest kernel to report on")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(handler=_cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    # argparse's own usage errors exit 2; Docker's CLI uses 125 for them.
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return 0 if e.code == 0 else ExitCode.ENGINE
+    logging.basicConfig(format="vmpod: %(message)s", level=logging.DEBUG if args.debug else logging.WARNING)
+    state = StateDir.resolve(args.root)
+    handler: Handler = args.handler
+    try:
+        return handler(state, args)
+    except VmpodError as e:
+        if args.debug:
+            logging.exception("failed")
+        print(f"vmpod: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return ExitCode.SIGNAL_BASE + 2

@@ -1,0 +1,1 @@
+"""Containers: how an image's config and the user's flags become a process in a VM."""

@@ -1,0 +1,112 @@
+"""Container records on disk: `<root>/containers/<id>/container.json`, written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import time
+from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from vmpod.errors import VmpodError
+from vmpod.paths import StateDir, write_atomically
+
+RECORD = "container.json"
+OVERLAY = "overlay.qcow2"
+
+
+class Status(StrEnum):
+    CREATED = "created"
+    RUNNING = "running"
+    EXITED = "exited"
+
+
+@dataclass(frozen=True)
+class ContainerRecord:
+    id: str
+    name: str
+    image: str  # what the user asked for
+    image_id: str
+    command: tuple[str, ...]
+    created: float
+    status: Status = Status.CREATED
+    pid: int = 0  # the vmpod process that owns the VM while running
+    exit_code: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["command"] = list(self.command)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ContainerRecord:
+        try:
+            return cls(**{**data, "command": tuple(data["command"]), "status": Status(data["status"])})
+        except (KeyError, TypeError, ValueError) as e:
+            raise VmpodError(f"container record is damaged: {e}") from None
+
+
+def new_id() -> str:
+    return secrets.token_hex(32)
+
+
+class ContainerStore:
+    def __init__(self, state: StateDir) -> None:
+        self.root = state.containers
+
+    def directory(self, container_id: str) -> Path:
+        return self.root / container_id
+
+    def save(self, record: ContainerRecord) -> None:
+        directory = self.directory(record.id)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_atomically(directory / RECORD, json.dumps(record.to_dict(), indent=1).encode(), 0o600)
+
+    def update(self, record: ContainerRecord, **changes: Any) -> ContainerRecord:
+        updated = replace(record, **changes)
+        self.save(updated)
+        return updated
+
+    def all(self) -> list[ContainerRecord]:
+        records = []
+        for path in sorted(self.root.glob(f"*/{RECORD}")):
+            try:
+                record = ContainerRecord.from_dict(json.loads(path.read_bytes()))
+            except (OSError, ValueError, VmpodError):
+                continue
+            if record.status is Status.RUNNING and not _alive(record.pid):
+                record = replace(record, status=Status.EXITED)  # its owner died without saying so
+            records.append(record)
+        return sorted(records, key=lambda r: r.created, reverse=True)
+
+    def find(self, text: str) -> ContainerRecord:
+        matches = [r for r in self.all() if r.name == text or r.id.startswith(text)]
+        if len(matches) != 1 or not text:
+            raise VmpodError(f"no such container: {text}" if not matches else f"ambiguous container: {text}")
+        return matches[0]
+
+    def remove(self, container_id: str) -> None:
+        shutil.rmtree(self.directory(container_id), ignore_errors=True)
+
+    def name_taken(self, name: str) -> bool:
+        return any(r.name == name for r in self.all())
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,1 @@
+"""Host side of the host<->agent protocol (see docs/protocol.md)."""

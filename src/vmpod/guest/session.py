@@ -1,0 +1,266 @@
+"""The host side of one agent connection: requests, stdio streams with flow control, the exit status.
+
+Everything read from the socket is hostile: frames are bounded before they are read, decoded
+strictly, and any violation ends the session with `ProtocolError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import select
+import socket
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from vmpod.guest.codec import (
+    FieldValue,
+    ProtocolError,
+    decode_fields,
+    decode_header,
+    encode_fields,
+    encode_frame,
+)
+from vmpod.guest.messages import (
+    HEADER_SIZE,
+    MAIN_PROCESS,
+    MAX_DATA,
+    PROTOCOL_VERSION,
+    STREAM_WINDOW,
+    Field,
+    Message,
+)
+
+_REPLY_FIELDS = frozenset({Field.PID, Field.ERRNO, Field.MESSAGE})
+_ACK_FIELDS = frozenset({Field.COUNT})
+_EXIT_FIELDS = frozenset({Field.EXIT_CODE, Field.EXIT_SIGNAL})
+_READY_FIELDS = frozenset({Field.PROTO_VERSION, Field.AGENT_VERSION})
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """What START asks of the agent (docs/protocol.md, START)."""
+
+    args: tuple[str, ...]
+    env: tuple[str, ...]
+    cwd: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    terminal: bool
+    stdin_open: bool
+    root_device: str
+    root_fstype: str = "ext4"
+    root_readonly: bool = False
+    hostname: str = ""
+    rows: int = 24
+    cols: int = 80
+
+    def fields(self) -> list[tuple[Field, FieldValue]]:
+        out: list[tuple[Field, FieldValue]] = [
+            (Field.ROOT_DEVICE, self.root_device),
+            (Field.ROOT_FSTYPE, self.root_fstype),
+            (Field.ROOT_READONLY, int(self.root_readonly)),
+        ]
+        if self.hostname:
+            out.append((Field.HOSTNAME, self.hostname))
+        out += [(Field.ARG, a) for a in self.args]
+        out += [(Field.ENV, e) for e in self.env]
+        out += [(Field.CWD, self.cwd), (Field.UID, self.uid), (Field.GID, self.gid)]
+        out += [(Field.GROUP, g) for g in self.groups]
+        out += [(Field.TERMINAL, int(self.terminal)), (Field.ROWS, self.rows), (Field.COLS, self.cols)]
+        out.append((Field.STDIN_OPEN, int(self.stdin_open)))
+        return out
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    code: int | None = None
+    signal: int | None = None
+
+
+class AgentError(Exception):
+    """The agent answered a request with ERROR."""
+
+    def __init__(self, errno_value: int, message: str) -> None:
+        super().__init__(message)
+        self.errno = errno_value
+        self.message = message
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            select.select([], [fd], [])
+
+
+class AgentSession:
+    def __init__(self, sock: socket.socket, stdout_fd: int = 1, stderr_fd: int = 2) -> None:
+        self._sock = sock
+        self._out = {Message.STDOUT: stdout_fd, Message.STDERR: stderr_fd}
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._next_id = 1
+        self._pending: dict[int, asyncio.Future[int]] = {}
+        self._ready: asyncio.Future[str] | None = None
+        self._exit: asyncio.Future[ExitStatus] | None = None
+        self._stdin_credit = STREAM_WINDOW
+        self._credit_changed: asyncio.Condition | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.agent_version = ""
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._reader, self._writer = await asyncio.open_connection(sock=self._sock, limit=2 * MAX_DATA)
+        self._ready = loop.create_future()
+        self._exit = loop.create_future()
+        self._credit_changed = asyncio.Condition()
+        self._task = asyncio.create_task(self._read_loop())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._writer is not None:
+            self._writer.close()
+
+    # --- requests ----------------------------------------------------------------------------------
+    async def wait_ready(self) -> str:
+        assert self._ready is not None
+        return await self._ready
+
+    async def _request(self, kind: Message, fields: Iterable[tuple[Field, FieldValue]] = ()) -> int:
+        ident = self._next_id
+        self._next_id += 1
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending[ident] = future
+        await self._send(kind, ident, encode_fields(fields))
+        return await future
+
+    async def start(self, spec: ProcessSpec) -> int:
+        """Starts the container's main process; returns its guest pid or raises AgentError."""
+        return await self._request(Message.START, spec.fields())
+
+    async def signal(self, signo: int, process: int = MAIN_PROCESS) -> None:
+        await self._request(Message.SIGNAL, [(Field.PROCESS, process), (Field.SIGNO, signo)])
+
+    async def resize(self, rows: int, cols: int, process: int = MAIN_PROCESS) -> None:
+        await self._request(Message.RESIZE, [(Field.PROCESS, process), (Field.ROWS, rows), (Field.COLS, cols)])
+
+    async def shutdown(self) -> None:
+        await self._request(Message.SHUTDOWN)
+
+    async def wait_exit(self) -> ExitStatus:
+        assert self._exit is not None
+        return await self._exit
+
+    # --- stdin -------------------------------------------------------------------------------------
+    async def send_stdin(self, data: bytes, process: int = MAIN_PROCESS) -> None:
+        """Sends stdin bytes, waiting for the agent's acknowledgements to stay inside the window."""
+        assert self._credit_changed is not None
+        for offset in range(0, len(data), MAX_DATA):
+            chunk = data[offset : offset + MAX_DATA]
+            size = len(chunk)
+            async with self._credit_changed:
+                await self._credit_changed.wait_for(lambda size=size: self._stdin_credit >= size)  # type: ignore[misc]
+                self._stdin_credit -= size
+            await self._send(Message.STDIN, process, chunk)
+
+    async def close_stdin(self, process: int = MAIN_PROCESS) -> None:
+        await self._send(Message.STDIN_CLOSE, process)
+
+    def pump_stdin(self, fd: int) -> None:
+        """Forwards fd to the process from a daemon thread: any kind of fd, never blocking the loop."""
+        loop = asyncio.get_running_loop()
+
+        def forward() -> None:
+            while True:
+                try:
+                    data = os.read(fd, MAX_DATA)
+                except OSError:
+                    data = b""
+                coroutine = self.send_stdin(data) if data else self.close_stdin()
+                try:
+                    asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+                except Exception:  # the session ended; nothing left to feed
+                    return
+                if not data:
+                    return
+
+        threading.Thread(target=forward, name="stdin", daemon=True).start()
+
+    # --- the wire ----------------------------------------------------------------------------------
+    async def _send(self, kind: Message, ident: int, payload: bytes = b"") -> None:
+        assert self._writer is not None
+        self._writer.write(encode_frame(kind, ident, payload))
+        await self._writer.drain()
+
+    async def _read_loop(self) -> None:
+        assert self._reader is not None
+        try:
+            while True:
+                try:
+                    header = decode_header(await self._reader.readexactly(HEADER_SIZE))
+                    payload = await self._reader.readexactly(header.length)
+                except asyncio.IncompleteReadError:
+                    raise ProtocolError("the agent closed the connection") from None
+                await self._dispatch(header.type, header.id, payload)
+        except (ProtocolError, OSError) as e:
+            self._fail(e if isinstance(e, ProtocolError) else ProtocolError(str(e)))
+
+    def _fail(self, error: ProtocolError) -> None:
+        futures: list[asyncio.Future[int] | asyncio.Future[str] | asyncio.Future[ExitStatus] | None]
+        futures = [*self._pending.values(), self._ready, self._exit]
+        for future in futures:
+            if future is not None and not future.done():
+                future.set_exception(error)
+        self._pending.clear()
+
+    async def _dispatch(self, kind: Message, ident: int, payload: bytes) -> None:
+        assert self._ready is not None and self._exit is not None and self._credit_changed is not None
+        if kind in (Message.STDOUT, Message.STDERR):
+            if ident != MAIN_PROCESS or len(payload) > MAX_DATA:
+                raise ProtocolError("stream frame for an unknown process or too large")
+            # A blocking write is the backpressure: a slow reader of our stdout slows the guest down.
+            _write_all(self._out[kind], payload)
+            await self._send(Message.OUTPUT_ACK, ident, encode_fields([(Field.COUNT, len(payload))]))
+        elif kind is Message.STDIN_ACK:
+            count = decode_fields(payload, _ACK_FIELDS).u32(Field.COUNT) or 0
+            async with self._credit_changed:
+                if self._stdin_credit + count > STREAM_WINDOW:
+                    raise ProtocolError("the agent acknowledged more stdin than was sent")
+                self._stdin_credit += count
+                self._credit_changed.notify_all()
+        elif kind in (Message.OK, Message.ERROR):
+            fields = decode_fields(payload, _REPLY_FIELDS)
+            future = self._pending.pop(ident, None)
+            if future is None:
+                if kind is Message.ERROR:
+                    raise ProtocolError(f"agent error: {fields.text(Field.MESSAGE)}")
+                raise ProtocolError(f"answer to unknown request {ident}")
+            if kind is Message.OK:
+                future.set_result(fields.u32(Field.PID) or 0)
+            else:
+                future.set_exception(
+                    AgentError(fields.u32(Field.ERRNO) or errno.EIO, fields.text(Field.MESSAGE, 512) or "")
+                )
+        elif kind is Message.READY:
+            fields = decode_fields(payload, _READY_FIELDS)
+            version = fields.u32(Field.PROTO_VERSION)
+            if version != PROTOCOL_VERSION:
+                raise ProtocolError(f"agent speaks protocol {version}, vmpod speaks {PROTOCOL_VERSION}")
+            self.agent_version = fields.text(Field.AGENT_VERSION, 64) or ""
+            if not self._ready.done():
+                self._ready.set_result(self.agent_version)
+        elif kind is Message.EXIT:
+            fields = decode_fields(payload, _EXIT_FIELDS)
+            status = ExitStatus(fields.u32(Field.EXIT_CODE), fields.u32(Field.EXIT_SIGNAL))
+            if ident == MAIN_PROCESS and not self._exit.done():
+                self._exit.set_result(status)
+        else:
+            raise ProtocolError(f"unexpected message {kind.name} from the agent")

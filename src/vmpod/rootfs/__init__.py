@@ -1,0 +1,1 @@
+"""Root filesystems: safe layer unpacking, disk images, the initramfs."""
