@@ -162,6 +162,8 @@ class ContainerRun:
             create_overlay(disk, overlay_path)
             overlay_fd = os.open(overlay_path, os.O_RDWR | os.O_CLOEXEC)
             stack.callback(os.close, overlay_fd)
+            overlay_ro_fd = os.open(overlay_path, os.O_RDONLY | os.O_CLOEXEC)
+            stack.callback(os.close, overlay_ro_fd)
             if options.remove:
                 self._forget(container_id)  # QEMU gets the fd: nothing of the container stays on disk
             else:
@@ -177,7 +179,7 @@ class ContainerRun:
                 cmdline=cmdline(kernel),
                 accel=choice,
                 channel_fd=guest_end.fileno(),
-                disks=(DiskSpec(overlay_fd),),
+                disks=(DiskSpec(overlay_fd, overlay_ro_fd),),
                 acpi=kernel.needs_acpi,
             )
             plan = QemuDriver().plan(spec)

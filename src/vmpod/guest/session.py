@@ -119,6 +119,8 @@ class AgentSession:
         self._reader, self._writer = await asyncio.open_connection(sock=self._sock, limit=2 * MAX_DATA)
         self._ready = loop.create_future()
         self._exit = loop.create_future()
+        for future in (self._ready, self._exit):  # a failure nobody waited for is not worth a warning
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._credit_changed = asyncio.Condition()
         self._task = asyncio.create_task(self._read_loop())
 

@@ -11,9 +11,11 @@ from vmpod.hypervisor.accel import AccelChoice
 
 @dataclass(frozen=True)
 class DiskSpec:
-    """A block device; `fd` is an open file passed to the hypervisor (no path race, no leftovers)."""
+    """A block device passed as open files (no path race, no leftovers): QEMU picks the fd whose
+    access mode matches each open it makes, so a writable disk comes with a read-only fd too."""
 
     fd: int
+    readonly_fd: int
     format: str = "qcow2"
     readonly: bool = False
 

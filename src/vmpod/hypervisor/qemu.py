@@ -35,49 +35,35 @@ class QemuDriver:
             accel = ["-accel", "kvm", "-cpu", "host"]
         else:
             accel = ["-accel", f"tcg,tb-size={TCG_TB_SIZE_MIB}", "-cpu", "max"]
+        acpi = "on" if spec.acpi else "off"
+        # fmt: off
         argv = [
             BINARY,
-            "-nodefaults",
-            "-no-user-config",
-            "-nographic",
-            "-no-reboot",
-            "-sandbox",
-            SANDBOX,
-            "-M",
-            f"microvm,acpi={'on' if spec.acpi else 'off'},x-option-roms=off,pit=off,pic=off,rtc=on",
+            "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+            "-sandbox", SANDBOX,
+            "-M", f"microvm,acpi={acpi},x-option-roms=off,pit=off,pic=off,rtc=on",
             *accel,
-            "-smp",
-            str(spec.vcpus),
-            "-m",
-            f"{spec.memory_mib}M",
-            "-kernel",
-            escape(str(spec.kernel)),
-            "-initrd",
-            escape(str(spec.initrd)),
-            "-append",
-            " ".join(spec.cmdline),
-            "-chardev",
-            "stdio,id=console,signal=off",
-            "-serial",
-            "chardev:console",
-            "-device",
-            "virtio-serial-device",
-            "-chardev",
-            f"socket,id=agent,fd={spec.channel_fd}",
-            "-device",
-            f"virtserialport,chardev=agent,name={CHANNEL_NAME}",
-            "-device",
-            "virtio-rng-device",
+            "-smp", str(spec.vcpus),
+            "-m", f"{spec.memory_mib}M",
+            "-kernel", escape(str(spec.kernel)),
+            "-initrd", escape(str(spec.initrd)),
+            "-append", " ".join(spec.cmdline),
+            "-chardev", "stdio,id=console,signal=off",
+            "-serial", "chardev:console",
+            "-device", "virtio-serial-device",
+            "-chardev", f"socket,id=agent,fd={spec.channel_fd}",
+            "-device", f"virtserialport,chardev=agent,name={CHANNEL_NAME}",
+            "-device", "virtio-rng-device",
         ]
         for index, disk in enumerate(spec.disks):
-            fds.append(disk.fd)
+            fdset = index + 1
+            fds += [disk.fd, disk.readonly_fd]
             argv += [
-                "-add-fd",
-                f"fd={disk.fd},set={index + 1}",
-                "-drive",
-                f"if=none,id=disk{index},file=/dev/fdset/{index + 1},format={disk.format},"
-                f"discard=unmap,readonly={'on' if disk.readonly else 'off'}",
-                "-device",
-                f"virtio-blk-device,drive=disk{index}",
+                "-add-fd", f"fd={disk.fd},set={fdset}",
+                "-add-fd", f"fd={disk.readonly_fd},set={fdset}",
+                "-drive", f"if=none,id=disk{index},file=/dev/fdset/{fdset},format={disk.format},"
+                          f"discard=unmap,readonly={'on' if disk.readonly else 'off'}",
+                "-device", f"virtio-blk-device,drive=disk{index}",
             ]
+        # fmt: on
         return LaunchPlan(tuple(argv), tuple(fds))

@@ -1,0 +1,201 @@
+/* Unit tests of the frame and field codec (frame.c): round trips and hostile inputs. */
+#include <stdio.h>
+#include <string.h>
+#include "frame.h"
+
+static int passed, failed;
+
+#define CHECK(cond) do { \
+        if (cond) passed++; \
+        else { failed++; fprintf(stderr, "%s:%d: %s: CHECK(%s) failed\n", __FILE__, __LINE__, \
+                                 __func__, #cond); } \
+    } while (0)
+
+static const struct field_spec spec[] = {
+    {VMPOD_F_ARG, FK_STR_LIST, 1}, {VMPOD_F_CWD, FK_STR, 1}, {VMPOD_F_UID, FK_U32, 0},
+    {VMPOD_F_GROUP, FK_U32_LIST, 0}, {0, 0, 0},
+};
+
+/* Builds a field by hand, to make malformed ones. */
+static size_t raw_field(uint8_t *b, uint16_t tag, uint32_t len, const void *v, size_t vlen)
+{
+    b[0] = (uint8_t)(tag >> 8), b[1] = (uint8_t)tag;
+    b[2] = (uint8_t)(len >> 24), b[3] = (uint8_t)(len >> 16), b[4] = (uint8_t)(len >> 8);
+    b[5] = (uint8_t)len;
+    memcpy(b + 6, v, vlen);
+    return 6 + vlen;
+}
+
+static void test_header_round_trip(void)
+{
+    uint8_t b[VMPOD_HEADER_SIZE + 3] = {0};
+    struct frame_hdr h;
+    const uint8_t *p;
+    const char *why = NULL;
+    frame_header_put(b, VMPOD_MSG_STDOUT, 0xA1B2C3D4u, 3);
+    memcpy(b + VMPOD_HEADER_SIZE, "abc", 3);
+    CHECK(b[0] == 0 && b[3] == 3 && b[4] == 0 && b[5] == VMPOD_MSG_STDOUT && b[8] == 0xA1);
+    CHECK(frame_split(b, sizeof b, &h, &p, &why) == FRAME_OK);
+    CHECK(h.len == 3 && h.type == VMPOD_MSG_STDOUT && h.id == 0xA1B2C3D4u && h.reserved == 0);
+    CHECK(p == b + VMPOD_HEADER_SIZE && memcmp(p, "abc", 3) == 0);
+}
+
+static void test_header_truncated(void)
+{
+    uint8_t b[VMPOD_HEADER_SIZE + 4];
+    struct frame_hdr h;
+    const uint8_t *p;
+    const char *why = NULL;
+    frame_header_put(b, VMPOD_MSG_STDIN, 1, 4);
+    for (size_t n = 0; n < VMPOD_HEADER_SIZE; n++)
+        CHECK(frame_header_parse(b, n, &h, &why) == FRAME_NEED_MORE);
+    CHECK(frame_split(b, VMPOD_HEADER_SIZE + 3, &h, &p, &why) == FRAME_NEED_MORE);
+    CHECK(frame_split(b, VMPOD_HEADER_SIZE + 4, &h, &p, &why) == FRAME_OK);
+}
+
+static void test_header_bad(void)
+{
+    uint8_t b[VMPOD_HEADER_SIZE];
+    struct frame_hdr h;
+    const char *why = NULL;
+    frame_header_put(b, VMPOD_MSG_STDIN, 1, VMPOD_MAX_PAYLOAD);
+    CHECK(frame_header_parse(b, sizeof b, &h, &why) == FRAME_OK);
+    frame_header_put(b, VMPOD_MSG_STDIN, 1, VMPOD_MAX_PAYLOAD + 1);
+    CHECK(frame_header_parse(b, sizeof b, &h, &why) == FRAME_BAD && why);
+    frame_header_put(b, VMPOD_MSG_STDIN, 1, 0xFFFFFFFFu);
+    CHECK(frame_header_parse(b, sizeof b, &h, &why) == FRAME_BAD);
+    frame_header_put(b, VMPOD_MSG_STDIN, 1, 0);
+    b[7] = 1;
+    why = NULL;
+    CHECK(frame_header_parse(b, sizeof b, &h, &why) == FRAME_BAD && why);
+}
+
+static void test_types(void)
+{
+    CHECK(frame_type_known(VMPOD_MSG_START) && frame_type_known(VMPOD_MSG_EXIT));
+    CHECK(!frame_type_known(0) && !frame_type_known(4) && !frame_type_known(39));
+}
+
+static void test_fields_round_trip(void)
+{
+    uint8_t b[256];
+    struct wbuf w;
+    struct fields f;
+    const char *why = NULL;
+    wbuf_init(&w, b, sizeof b);
+    fields_put_str(&w, VMPOD_F_ARG, "/bin/sh");
+    fields_put_str(&w, VMPOD_F_CWD, "/");
+    fields_put_str(&w, VMPOD_F_ARG, "");
+    fields_put_str(&w, VMPOD_F_ARG, "-c");
+    fields_put_u32(&w, VMPOD_F_UID, 0xDEADBEEFu);
+    fields_put_u32(&w, VMPOD_F_GROUP, 5);
+    fields_put_u32(&w, VMPOD_F_GROUP, 10);
+    CHECK(!w.overflow);
+    CHECK(fields_decode(b, w.len, spec, &f, &why) == 0);
+    CHECK(f.count[VMPOD_F_ARG] == 3 && f.count[VMPOD_F_GROUP] == 2);
+    CHECK(f.u32[VMPOD_F_UID] == 0xDEADBEEFu && fields_has(&f, VMPOD_F_UID));
+    CHECK(f.len[VMPOD_F_CWD] == 1 && f.str[VMPOD_F_CWD][0] == '/');
+    CHECK(!fields_has(&f, VMPOD_F_GID));
+    size_t off = 0;
+    const uint8_t *v;
+    uint32_t len;
+    CHECK(fields_next(&f, VMPOD_F_ARG, &off, &v, &len) && len == 7 && !memcmp(v, "/bin/sh", 7));
+    CHECK(fields_next(&f, VMPOD_F_ARG, &off, &v, &len) && len == 0);
+    CHECK(fields_next(&f, VMPOD_F_ARG, &off, &v, &len) && len == 2 && !memcmp(v, "-c", 2));
+    CHECK(!fields_next(&f, VMPOD_F_ARG, &off, &v, &len));
+    off = 0;
+    CHECK(fields_next(&f, VMPOD_F_GROUP, &off, &v, &len) && fields_u32_at(v) == 5);
+    CHECK(fields_next(&f, VMPOD_F_GROUP, &off, &v, &len) && fields_u32_at(v) == 10);
+}
+
+static void test_fields_empty_and_overflow(void)
+{
+    static const struct field_spec none[] = {{0, 0, 0}};
+    struct fields f;
+    const char *why = NULL;
+    uint8_t b[8] = {0};
+    struct wbuf w;
+    CHECK(fields_decode(b, 0, none, &f, &why) == 0);
+    wbuf_init(&w, b, sizeof b);
+    fields_put_str(&w, VMPOD_F_CWD, "ab");
+    CHECK(!w.overflow && w.len == 8);
+    fields_put_u32(&w, VMPOD_F_UID, 1);
+    CHECK(w.overflow && w.len == 8);
+}
+
+/* A valid prefix (the required fields) followed by `extra`, decoded against spec. */
+static int decode_with(const uint8_t *extra, size_t n, const char **why)
+{
+    uint8_t b[128];
+    struct fields f;
+    size_t len = raw_field(b, VMPOD_F_ARG, 4, "true", 4);
+    len += raw_field(b + len, VMPOD_F_CWD, 1, "/", 1);
+    memcpy(b + len, extra, n);
+    *why = NULL;
+    return fields_decode(b, len + n, spec, &f, why);
+}
+
+static void test_fields_malformed(void)
+{
+    uint8_t x[64];
+    const char *why;
+    size_t n;
+    CHECK(decode_with(x, 0, &why) == 0);
+    /* field length past the end of the payload */
+    n = raw_field(x, VMPOD_F_UID, 5, "\0\0\0\1", 4);
+    CHECK(decode_with(x, n, &why) < 0 && why);
+    n = raw_field(x, VMPOD_F_ARG, 0xFFFFFFFFu, "", 0);
+    CHECK(decode_with(x, n, &why) < 0);
+    /* truncated field header */
+    CHECK(decode_with((const uint8_t *)"\0\x13\0\0", 4, &why) < 0 && why);
+    /* NUL in a string, in a list item too */
+    n = raw_field(x, VMPOD_F_ARG, 3, "a\0b", 3);
+    CHECK(decode_with(x, n, &why) < 0 && why);
+    /* repeated non-list field */
+    n = raw_field(x, VMPOD_F_CWD, 1, "/", 1);
+    CHECK(decode_with(x, n, &why) < 0 && why);
+    n = raw_field(x, VMPOD_F_UID, 4, "\0\0\0\1", 4);
+    n += raw_field(x + n, VMPOD_F_UID, 4, "\0\0\0\1", 4);
+    CHECK(decode_with(x, n, &why) < 0);
+    /* unknown tags: not in the spec, and beyond the bitmask */
+    n = raw_field(x, VMPOD_F_PID, 4, "\0\0\0\1", 4);
+    CHECK(decode_with(x, n, &why) < 0 && why);
+    n = raw_field(x, 0xFFFF, 0, "", 0);
+    CHECK(decode_with(x, n, &why) < 0);
+    n = raw_field(x, 0, 0, "", 0);
+    CHECK(decode_with(x, n, &why) < 0);
+    /* u32 fields are exactly 4 bytes, list or not */
+    n = raw_field(x, VMPOD_F_UID, 3, "\0\0\1", 3);
+    CHECK(decode_with(x, n, &why) < 0 && why);
+    n = raw_field(x, VMPOD_F_UID, 8, "\0\0\0\1\0\0\0\1", 8);
+    CHECK(decode_with(x, n, &why) < 0);
+    n = raw_field(x, VMPOD_F_GROUP, 2, "\0\1", 2);
+    CHECK(decode_with(x, n, &why) < 0);
+    /* list fields may repeat */
+    n = raw_field(x, VMPOD_F_GROUP, 4, "\0\0\0\1", 4);
+    n += raw_field(x + n, VMPOD_F_GROUP, 4, "\0\0\0\2", 4);
+    CHECK(decode_with(x, n, &why) == 0);
+}
+
+static void test_fields_missing_required(void)
+{
+    uint8_t b[32];
+    struct fields f;
+    const char *why = NULL;
+    size_t n = raw_field(b, VMPOD_F_CWD, 1, "/", 1);
+    CHECK(fields_decode(b, n, spec, &f, &why) < 0 && why);
+}
+
+int main(void)
+{
+    test_header_round_trip();
+    test_header_truncated();
+    test_header_bad();
+    test_types();
+    test_fields_round_trip();
+    test_fields_empty_and_overflow();
+    test_fields_malformed();
+    test_fields_missing_required();
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed != 0;
+}
