@@ -76,6 +76,8 @@ static void maybe_send_exit(struct proc *p)
     if (!p->exited || p->exit_sent || p->out_fd >= 0 || p->err_fd >= 0)
         return;
     p->exit_sent = 1;
+    if (p->pty_fd >= 0)
+        close(p->pty_fd), p->pty_fd = -1;
     if (WIFSIGNALED(p->status))
         send_u32(VMPOD_MSG_EXIT, p->handle, VMPOD_F_EXIT_SIGNAL, (uint32_t)WTERMSIG(p->status));
     else
@@ -147,7 +149,9 @@ static void pump_output(struct proc *p, int kind)
     }
     if (r < 0 && (errno == EAGAIN || errno == EINTR))
         return;
-    /* 0: EOF; EIO on a pty master: the slave side is gone, which is EOF too. */
+    /* 0: EOF; EIO on a pty master: the slave side is gone, which is EOF too. Closing this fd does
+     * not hang up a pty (pty_fd still holds the master), so a process that closed its stdio just
+     * before exiting gets no SIGHUP. */
     close_stream(fd, ev);
     maybe_send_exit(p);
 }
@@ -274,9 +278,8 @@ fail:
     e = errno;
 report:;
     int msg[2] = {stage, e};
-    if (write(rep, msg, sizeof msg) < 0)
-        _exit(127);
-    _exit(127);
+    ssize_t w = write(rep, msg, sizeof msg);  /* a pipe write this small is atomic */
+    _exit(w < 0 ? 126 : 127);
 }
 
 static void start_error(const struct start_req *r, int stage, int e, char *msg, size_t cap)
@@ -343,14 +346,15 @@ pid_t proc_start(uint32_t handle, const struct start_req *r, int *err, char *msg
     if ((e = container_setup(r, msg, cap)))
         return *err = e, -1;
     /* parent ends: out, err, in; child ends: stdin, stdout, stderr */
-    int mine[3] = {-1, -1, -1}, theirs[3] = {-1, -1, -1}, rep[2] = {-1, -1}, pp[2];
+    int mine[3] = {-1, -1, -1}, theirs[3] = {-1, -1, -1}, rep[2] = {-1, -1}, pp[2], pty = -1;
     uint8_t *in_buf = NULL;
     if (r->terminal) {
-        if (open_pty(r, &mine[0], &theirs[0]) < 0)
+        if (open_pty(r, &pty, &theirs[0]) < 0)
             goto fail_setup;
         theirs[1] = theirs[2] = theirs[0];
-        mine[2] = fcntl(mine[0], F_DUPFD_CLOEXEC, 3);  /* stdin: a second fd on the master */
-        if (mine[2] < 0)
+        /* output and stdin each get their own fd on the master, to close them independently */
+        if ((mine[0] = fcntl(pty, F_DUPFD_CLOEXEC, 3)) < 0 ||
+            (mine[2] = fcntl(pty, F_DUPFD_CLOEXEC, 3)) < 0)
             goto fail_setup;
     } else {
         if (pipe_nb(pp, 0) < 0)
@@ -396,6 +400,8 @@ pid_t proc_start(uint32_t handle, const struct start_req *r, int *err, char *msg
         for (int i = 0; i < 3; i++)
             if (mine[i] >= 0)
                 close(mine[i]);
+        if (pty >= 0)
+            close(pty);
         free(in_buf);
         return *err = e, -1;
     }
@@ -408,6 +414,7 @@ pid_t proc_start(uint32_t handle, const struct start_req *r, int *err, char *msg
     p->out_fd = mine[0];
     p->err_fd = mine[1];
     p->in_fd = mine[2];
+    p->pty_fd = pty;
     p->in_buf = in_buf;
     return pid;
 
@@ -422,6 +429,8 @@ fail_setup:
     }
     if (rep[0] >= 0)
         close(rep[0]), close(rep[1]);
+    if (pty >= 0)
+        close(pty);
     free(in_buf);
     return *err = e, -1;
 }

@@ -15,7 +15,8 @@ struct proc {
     uint32_t handle;
     pid_t pid;
     int terminal;
-    int out_fd, err_fd, in_fd;         /* -1 once closed; on a pty out_fd is the master */
+    int out_fd, err_fd, in_fd;         /* -1 once closed; on a pty out/in are dups of the master */
+    int pty_fd;                        /* the pty master, held until EXIT (or -1: pipes) */
     uint32_t out_ev, err_ev, in_ev;    /* epoll events currently registered for each */
     uint8_t *in_buf;                   /* STDIN bytes not yet written, at most one window */
     size_t in_off, in_len;

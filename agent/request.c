@@ -146,11 +146,11 @@ static void on_resize(uint32_t id, const struct fields *f)
     struct proc *p = proc_find(f->u32[VMPOD_F_PROCESS]);
     struct winsize ws = {.ws_row = (unsigned short)f->u32[VMPOD_F_ROWS],
                          .ws_col = (unsigned short)f->u32[VMPOD_F_COLS]};
-    if (!p || p->out_fd < 0)
+    if (!p || (p->terminal && p->pty_fd < 0))
         send_error(id, ESRCH, "no such process");
     else if (!p->terminal)
         send_error(id, ENOTTY, "the process has no terminal");
-    else if (ioctl(p->out_fd, TIOCSWINSZ, &ws) < 0)  /* the kernel sends SIGWINCH */
+    else if (ioctl(p->pty_fd, TIOCSWINSZ, &ws) < 0)  /* the kernel sends SIGWINCH */
         send_error(id, errno, "resize: %s", strerror(errno));
     else
         send_ok(id, 0, 0);

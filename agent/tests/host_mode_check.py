@@ -294,3 +294,6 @@ if __name__ == "__main__":
     for name, fn in list(globals().items()):
         if name.startswith("t_"):
             check(name[2:], fn)
+    # cat closes its stdio just before exiting: closing the pty master then would SIGHUP it
+    for _ in range(20):
+        check("tty_stdin (repeated, SIGHUP race)", t_tty_stdin)

@@ -1,5 +1,5 @@
 /* Test /init for kernel/probe: proves a guest kernel boots far enough for vmpod.
- * Mounts devtmpfs/proc/sys, loads /modules/NN-*.ko in name order (finit_module),
+ * Mounts devtmpfs/proc/sys, checks that a 20 ms sleep returns (timer interrupts work), loads /modules/NN-*.ko in name order (finit_module),
  * prints the uptime, finds the virtio-serial port named org.vmpod.agent.0 and writes
  * "vmpod-probe-hello" to it, checks /dev/vda (and mounts it read-only as ext4 when it
  * holds one), then leaves the way `vmpod.off=` on the kernel command line says:
@@ -115,6 +115,15 @@ int main(void)
     mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
     uptime("init");
     slurp("/proc/cmdline", cmdline, sizeof cmdline);
+
+    /* A guest without a working timer interrupt boots but hangs in the first sleep. */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    sleep_ms(20);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    char ms[32];
+    snprintf(ms, sizeof ms, "%ld", (long)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000));
+    say("VMPOD-PROBE timer ok: nanosleep(20 ms) took %s ms%s\n", ms, "");
 
     int bad = load_modules();
     if (access("/modules", F_OK) == 0) uptime("modules-loaded");

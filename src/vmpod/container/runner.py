@@ -269,16 +269,24 @@ async def _quietly(coroutine: Coroutine[Any, Any, None]) -> None:
 
 
 async def _until_ready(session: AgentSession, qemu: subprocess.Popen[bytes]) -> None:
+    """Waits for READY, for the hypervisor to die, or for the boot timeout, whichever comes first."""
     loop = asyncio.get_running_loop()
+    died: asyncio.Future[None] = loop.create_future()
+    # A pidfd turns readable when the process exits: no thread to join, nothing to leak.
+    pidfd = os.pidfd_open(qemu.pid)
+    loop.add_reader(pidfd, lambda: died.done() or died.set_result(None))
     ready: asyncio.Future[Any] = asyncio.ensure_future(session.wait_ready())
-    died: asyncio.Future[Any] = loop.run_in_executor(None, qemu.wait)
-    done, _ = await asyncio.wait([ready, died], timeout=BOOT_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)
+    try:
+        done, _ = await asyncio.wait([ready, died], timeout=BOOT_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
     if ready in done:
         ready.result()
         return
     ready.cancel()
     if died in done:
-        raise ProtocolError(f"the hypervisor exited with status {qemu.returncode} before the agent was ready")
+        raise ProtocolError(f"the hypervisor exited with status {qemu.wait()} before the agent was ready")
     raise ProtocolError(f"the agent did not answer within {BOOT_TIMEOUT_S:.0f} s")
 
 
@@ -294,9 +302,11 @@ async def _drive(
     try:
         await _until_ready(session, qemu)
         try:
-            await session.start(process)
+            await asyncio.wait_for(session.start(process), BOOT_TIMEOUT_S)
         except AgentError as e:
             raise _start_error(e) from None
+        except TimeoutError:
+            raise ProtocolError(f"the agent did not start the process within {BOOT_TIMEOUT_S:.0f} s") from None
         loop = asyncio.get_running_loop()
         attached_tty = process.terminal and os.isatty(0)
         with (

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
 import select
 import socket
@@ -33,6 +34,7 @@ from vmpod.guest.messages import (
     Message,
 )
 
+log = logging.getLogger("vmpod")
 _REPLY_FIELDS = frozenset({Field.PID, Field.ERRNO, Field.MESSAGE})
 _ACK_FIELDS = frozenset({Field.COUNT})
 _EXIT_FIELDS = frozenset({Field.EXIT_CODE, Field.EXIT_SIGNAL})
@@ -199,6 +201,8 @@ class AgentSession:
     # --- the wire ----------------------------------------------------------------------------------
     async def _send(self, kind: Message, ident: int, payload: bytes = b"") -> None:
         assert self._writer is not None
+        if kind is not Message.STDIN and kind is not Message.OUTPUT_ACK:
+            log.debug("agent <- %s id=%d", kind.name, ident)
         self._writer.write(encode_frame(kind, ident, payload))
         await self._writer.drain()
 
@@ -211,6 +215,8 @@ class AgentSession:
                     payload = await self._reader.readexactly(header.length)
                 except asyncio.IncompleteReadError:
                     raise ProtocolError("the agent closed the connection") from None
+                if header.type not in (Message.STDOUT, Message.STDERR):
+                    log.debug("agent -> %s id=%d %r", header.type.name, header.id, payload[:200])
                 await self._dispatch(header.type, header.id, payload)
         except (ProtocolError, OSError) as e:
             self._fail(e if isinstance(e, ProtocolError) else ProtocolError(str(e)))

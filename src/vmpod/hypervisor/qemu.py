@@ -41,7 +41,7 @@ class QemuDriver:
             BINARY,
             "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
             "-sandbox", SANDBOX,
-            "-M", f"microvm,acpi={acpi},x-option-roms=off,pit=off,pic=off,rtc=on",
+            "-M", f"microvm,acpi={acpi},x-option-roms=off,pic=off,rtc=on",
             *accel,
             "-smp", str(spec.vcpus),
             "-m", f"{spec.memory_mib}M",

@@ -1,0 +1,79 @@
+"""Shared fixtures: a state directory with the busybox test image, and a way to call the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BUSYBOX_TAR = REPO / "build" / "busybox.tar"
+
+
+@dataclass
+class Vmpod:
+    """Runs `vmpod` as a user would, against one state directory."""
+
+    root: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["VMPOD_ROOT"] = str(self.root)
+        env.setdefault("VMPOD_AGENT", str(REPO / "agent" / "build" / "vmpod-agent"))
+        return env
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "vmpod.cli", *args]
+
+    def __call__(
+        self, *args: str, input: bytes | None = None, timeout: float = 300, check: bool = False
+    ) -> subprocess.CompletedProcess[bytes]:
+        done = subprocess.run(
+            self.argv(*args), input=input, capture_output=True, env=self.env, timeout=timeout,
+            stdin=None if input is not None else subprocess.DEVNULL,
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"vmpod {' '.join(args)} exited {done.returncode}: {done.stderr.decode()}")
+        return done
+
+    def popen(self, *args: str, **kwargs: object) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self.argv(*args), env=self.env, **kwargs)  # type: ignore[call-overload, no-any-return]
+
+
+def _require_busybox_tarball() -> Path:
+    if not BUSYBOX_TAR.is_file():
+        subprocess.run([str(REPO / "scripts" / "busybox-rootfs.sh"), str(BUSYBOX_TAR)], check=True)
+    return BUSYBOX_TAR
+
+
+@pytest.fixture(scope="session")
+def vmpod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vmpod]:
+    tool = Vmpod(tmp_path_factory.mktemp("vmpod-root"))
+    tarball = _require_busybox_tarball()
+    tool("import", "--change", 'CMD ["/bin/sh"]', str(tarball), "busybox", check=True)
+    yield tool
+
+
+def qemu_processes(root: Path) -> list[int]:
+    """Hypervisor processes started for this state directory (their initrd lives under it)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"qemu-system" in cmdline and str(root).encode() in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+def leftovers(root: Path) -> Sequence[str]:
+    """Files a finished `run --rm` must not leave: containers and scratch space."""
+    return [str(p.relative_to(root)) for d in ("containers", "tmp") for p in (root / d).glob("*")]
