@@ -6,7 +6,7 @@ VMPOD := $(VENV)/bin/vmpod
 export VMPOD_KERNEL_CACHE ?= /var/cache/vmpod/kernels
 
 # Debian packages: to run VMs, to build the agent and the kernel, and for the tests' peers.
-RUN_PACKAGES := qemu-system-x86 qemu-utils e2fsprogs busybox-static python3-venv
+RUN_PACKAGES := qemu-system-x86 qemu-utils e2fsprogs busybox-static python3-venv kmod
 BUILD_PACKAGES := musl-tools gcc make
 KERNEL_PACKAGES := linux-source-6.1 flex bison bc libelf-dev libssl-dev lz4 cpio xz-utils
 TEST_PACKAGES := tmux

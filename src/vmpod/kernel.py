@@ -34,11 +34,6 @@ class Kernel:
     kind: KernelKind
     modules: tuple[Path, ...] = ()
 
-    @property
-    def needs_acpi(self) -> bool:
-        # Debian's kernel lacks VIRTIO_MMIO_CMDLINE_DEVICES: it finds microvm's devices through ACPI.
-        return self.kind is not KernelKind.MINIMAL
-
 
 def _newest(pattern: str) -> Path | None:
     found = sorted(kernel_cache().glob(pattern), key=lambda p: p.stat().st_mtime)

@@ -42,7 +42,7 @@ def test_image_config_env_workdir_user(vmpod: Vmpod, tmp_path: Path) -> None:
     lines = done.stdout.decode().splitlines()
     assert lines[0] == "hello 1 cli yes /home/user"
     assert lines[1] == "/home/user"
-    assert lines[2] == "uid=1000(user) gid=1000(user) groups=10(wheel),29(audio),1000(user)"
+    assert lines[2] == "uid=1000(user) gid=1000(user) groups=10(wheel),29(audio)"
     assert vmpod("run", "--rm", "configured:v1").stdout == b"default\n"
 
 

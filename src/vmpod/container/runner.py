@@ -180,7 +180,6 @@ class ContainerRun:
                 accel=choice,
                 channel_fd=guest_end.fileno(),
                 disks=(DiskSpec(overlay_fd, overlay_ro_fd),),
-                acpi=kernel.needs_acpi,
             )
             plan = QemuDriver().plan(spec)
             if options.dry_run:

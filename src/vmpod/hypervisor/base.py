@@ -30,8 +30,6 @@ class VmSpec:
     accel: AccelChoice
     channel_fd: int  # one end of a connected stream socket; the agent's channel
     disks: tuple[DiskSpec, ...] = field(default=())
-    # The stock Debian kernel finds virtio-mmio devices only through ACPI; a minimal kernel boots faster without.
-    acpi: bool = True
 
 
 @dataclass(frozen=True)
