@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import itertools
 import logging
 import math
 import os
@@ -17,7 +18,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
+import time
 from collections.abc import Coroutine, Iterator
 from contextlib import ExitStack, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
@@ -188,14 +189,15 @@ class ContainerRun:
                 return 0
             log.debug("kernel %s (%s), accelerator %s: %s", kernel.path, kernel.kind, choice.accel, choice.reason)
             console = stack.enter_context(tempfile.TemporaryFile(prefix="vmpod-console-"))
+            phases = Phases()
+            stack.callback(phases.report)
             qemu = spawn(plan.argv, pass_fds=plan.pass_fds, stdout=console.fileno())
-            shut_down = threading.Event()
-            stack.callback(_reap, qemu, shut_down)
+            stack.callback(_reap, qemu, phases)
             guest_end.close()
             if not options.remove:
                 record = self.containers.update(record, status=Status.RUNNING, pid=os.getpid())
             try:
-                code = asyncio.run(_drive(host_end, qemu, process, options.interactive, shut_down))
+                code = asyncio.run(_drive(host_end, qemu, process, options.interactive, phases))
             except ProtocolError as e:
                 raise VmpodError(f"the VM failed: {e}", _console_hint(console)) from None
             finally:
@@ -213,6 +215,21 @@ class ContainerRun:
         self.containers.remove(container_id)
 
 
+class Phases:
+    """Monotonic timestamps of a run's phases, logged under --debug: where the time goes."""
+
+    def __init__(self) -> None:
+        self.marks: dict[str, float] = {"spawn": time.monotonic()}
+
+    def mark(self, name: str) -> None:
+        self.marks[name] = time.monotonic()
+
+    def report(self) -> None:
+        names = list(self.marks)
+        steps = [f"{b}={self.marks[b] - self.marks[a]:.3f}s" for a, b in itertools.pairwise(names)]
+        log.debug("phases: %s", " ".join(steps))
+
+
 def _console_hint(console: IO[bytes]) -> str:
     """The last lines the guest kernel printed, for an error message."""
     try:
@@ -223,13 +240,14 @@ def _console_hint(console: IO[bytes]) -> str:
     return "console: " + " | ".join(lines[-5:]) if lines else "the VM printed nothing"
 
 
-def _reap(qemu: subprocess.Popen[bytes], shut_down: threading.Event) -> None:
+def _reap(qemu: subprocess.Popen[bytes], phases: Phases) -> None:
     """Waits briefly for a guest that powers itself off; otherwise kills the hypervisor."""
     try:
-        qemu.wait(SHUTDOWN_GRACE_S if shut_down.is_set() else 0)
+        qemu.wait(SHUTDOWN_GRACE_S if "shutdown" in phases.marks else 0)
     except subprocess.TimeoutExpired:
         qemu.kill()
         qemu.wait()
+    phases.mark("gone")
 
 
 @contextmanager
@@ -273,7 +291,12 @@ async def _until_ready(session: AgentSession, qemu: subprocess.Popen[bytes]) -> 
     died: asyncio.Future[None] = loop.create_future()
     # A pidfd turns readable when the process exits: no thread to join, nothing to leak.
     pidfd = os.pidfd_open(qemu.pid)
-    loop.add_reader(pidfd, lambda: died.done() or died.set_result(None))
+
+    def on_exit() -> None:
+        if not died.done():
+            died.set_result(None)
+
+    loop.add_reader(pidfd, on_exit)
     ready: asyncio.Future[Any] = asyncio.ensure_future(session.wait_ready())
     try:
         done, _ = await asyncio.wait([ready, died], timeout=BOOT_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)
@@ -294,18 +317,20 @@ async def _drive(
     qemu: subprocess.Popen[bytes],
     process: ProcessSpec,
     interactive: bool,
-    shut_down: threading.Event,
+    phases: Phases,
 ) -> int:
     session = AgentSession(sock)
     await session.open()
     try:
         await _until_ready(session, qemu)
+        phases.mark("ready")
         try:
             await asyncio.wait_for(session.start(process), BOOT_TIMEOUT_S)
         except AgentError as e:
             raise _start_error(e) from None
         except TimeoutError:
             raise ProtocolError(f"the agent did not start the process within {BOOT_TIMEOUT_S:.0f} s") from None
+        phases.mark("started")
         loop = asyncio.get_running_loop()
         attached_tty = process.terminal and os.isatty(0)
         with (
@@ -315,9 +340,10 @@ async def _drive(
             if interactive:
                 session.pump_stdin(0)
             status = await session.wait_exit()
+        phases.mark("exited")
         with suppress(TimeoutError, AgentError, ProtocolError):
             await asyncio.wait_for(session.shutdown(), SHUTDOWN_GRACE_S)
-            shut_down.set()
+            phases.mark("shutdown")
         return _exit_code(status)
     finally:
         await session.close()
