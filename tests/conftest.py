@@ -35,7 +35,11 @@ class Vmpod:
         self, *args: str, input: bytes | None = None, timeout: float = 300, check: bool = False
     ) -> subprocess.CompletedProcess[bytes]:
         done = subprocess.run(
-            self.argv(*args), input=input, capture_output=True, env=self.env, timeout=timeout,
+            self.argv(*args),
+            input=input,
+            capture_output=True,
+            env=self.env,
+            timeout=timeout,
             stdin=None if input is not None else subprocess.DEVNULL,
         )
         if check and done.returncode != 0:

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 def test_stdout_stderr_and_exit_code_stay_apart(vmpod: Vmpod) -> None:
     done = vmpod("run", "--rm", "busybox", "sh", "-c", "echo out; echo err >&2; exit 3")
-    assert (done.returncode, done.stdout, done.stderr.replace(b"", b"")) [0:2] == (3, b"out\n")
+    assert (done.returncode, done.stdout, done.stderr.replace(b"", b""))[0:2] == (3, b"out\n")
     assert done.stderr.endswith(b"err\n")
 
 
@@ -30,9 +30,20 @@ def test_runs_in_its_own_kernel(vmpod: Vmpod) -> None:
 def test_image_config_env_workdir_user(vmpod: Vmpod, tmp_path: Path) -> None:
     tarball = Path(__file__).resolve().parents[2] / "build" / "busybox.tar"
     vmpod(
-        "import", "--change", "ENV GREETING=hello FROM_IMAGE=1", "--change", "WORKDIR /home/user",
-        "--change", "USER user", "--change", 'ENTRYPOINT ["/bin/sh", "-c"]', "--change", 'CMD ["echo default"]',
-        str(tarball), "configured:v1", check=True,
+        "import",
+        "--change",
+        "ENV GREETING=hello FROM_IMAGE=1",
+        "--change",
+        "WORKDIR /home/user",
+        "--change",
+        "USER user",
+        "--change",
+        'ENTRYPOINT ["/bin/sh", "-c"]',
+        "--change",
+        'CMD ["echo default"]',
+        str(tarball),
+        "configured:v1",
+        check=True,
     )
     env_file = tmp_path / "env"
     env_file.write_text("FROM_FILE=yes\n# ignored\n")
@@ -47,8 +58,20 @@ def test_image_config_env_workdir_user(vmpod: Vmpod, tmp_path: Path) -> None:
 
 
 def test_user_group_workdir_hostname_flags(vmpod: Vmpod) -> None:
-    done = vmpod("run", "--rm", "-u", "1000:29", "-w", "/new/dir", "-h", "box", "busybox",
-                 "sh", "-c", "id -u; id -g; pwd; hostname; echo $HOSTNAME")
+    done = vmpod(
+        "run",
+        "--rm",
+        "-u",
+        "1000:29",
+        "-w",
+        "/new/dir",
+        "-h",
+        "box",
+        "busybox",
+        "sh",
+        "-c",
+        "id -u; id -g; pwd; hostname; echo $HOSTNAME",
+    )
     assert done.stdout.decode().split() == ["1000", "29", "/new/dir", "box", "box"], done.stderr
 
 
@@ -95,8 +118,14 @@ def test_without_i_stdin_is_empty(vmpod: Vmpod) -> None:
 
 
 def test_50_mb_of_binary_output_arrives_intact(vmpod: Vmpod) -> None:
-    done = vmpod("run", "--rm", "busybox", "sh", "-c",
-                 "head -c 52428800 /dev/urandom | tee /tmp/data | md5sum >&2; cat /tmp/data")
+    done = vmpod(
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "head -c 52428800 /dev/urandom | tee /tmp/data | md5sum >&2; cat /tmp/data",
+    )
     assert done.returncode == 0
     assert len(done.stdout) == 52428800
     assert hashlib.md5(done.stdout).hexdigest() == done.stderr.decode().split()[-2]
@@ -105,8 +134,17 @@ def test_50_mb_of_binary_output_arrives_intact(vmpod: Vmpod) -> None:
 @pytest.mark.parametrize("signo", [signal.SIGTERM, signal.SIGINT])
 def test_signals_reach_the_container(vmpod: Vmpod, signo: signal.Signals) -> None:
     script = f'trap "echo caught; exit 42" {signo.name.removeprefix("SIG")}; echo ready; while :; do sleep 0.1; done'
-    proc = vmpod.popen("run", "--rm", "busybox", "sh", "-c", script, stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    proc = vmpod.popen(
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        script,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.stdout is not None
     assert proc.stdout.readline() == b"ready\n"
     proc.send_signal(signo)
@@ -115,8 +153,17 @@ def test_signals_reach_the_container(vmpod: Vmpod, signo: signal.Signals) -> Non
 
 
 def test_killed_run_leaves_nothing_behind(vmpod: Vmpod) -> None:
-    proc = vmpod.popen("run", "--rm", "busybox", "sh", "-c", "echo ready; sleep 600", stdout=subprocess.PIPE,
-                       stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    proc = vmpod.popen(
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "echo ready; sleep 600",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.stdout is not None
     assert proc.stdout.readline() == b"ready\n"
     assert qemu_processes(vmpod.root)

@@ -7,8 +7,16 @@ from vmpod.image.config import RunConfig
 
 def test_changes_as_docker_import_applies_them() -> None:
     config = RunConfig()
-    for change in ['CMD ["/bin/sh", "-c", "echo hi"]', "ENTRYPOINT /init", "ENV A=1 B=2", "ENV C three",
-                   "WORKDIR /srv", "USER user", "EXPOSE 80", "LABEL k=v"]:
+    for change in [
+        'CMD ["/bin/sh", "-c", "echo hi"]',
+        "ENTRYPOINT /init",
+        "ENV A=1 B=2",
+        "ENV C three",
+        "WORKDIR /srv",
+        "USER user",
+        "EXPOSE 80",
+        "LABEL k=v",
+    ]:
         config = config.with_change(change)
     assert config.cmd == ("/bin/sh", "-c", "echo hi")
     assert config.entrypoint == ("/bin/sh", "-c", "/init")
@@ -50,11 +58,21 @@ def test_environment_order_and_overrides(tmp_path, monkeypatch) -> None:  # type
     env_file.write_text("# comment\nFROM_FILE=1\nFROM_HOST\n\nB=file\n")
     monkeypatch.setenv("FROM_HOST", "host")
     config = RunConfig(env=("PATH=/bin", "A=image", "B=image"))
-    request = ProcessRequest(env=("B=cli", "C=cli", "UNSET_ON_HOST"), env_files=(str(env_file),), hostname="h",
-                             tty=True)
+    request = ProcessRequest(
+        env=("B=cli", "C=cli", "UNSET_ON_HOST"), env_files=(str(env_file),), hostname="h", tty=True
+    )
     env = environment(config, request, "/root")
-    assert env == ("PATH=/bin", "HOSTNAME=h", "A=image", "B=cli", "TERM=xterm", "FROM_FILE=1", "FROM_HOST=host",
-                   "C=cli", "HOME=/root")
+    assert env == (
+        "PATH=/bin",
+        "HOSTNAME=h",
+        "A=image",
+        "B=cli",
+        "TERM=xterm",
+        "FROM_FILE=1",
+        "FROM_HOST=host",
+        "C=cli",
+        "HOME=/root",
+    )
 
 
 def test_relative_workdir_is_refused() -> None:

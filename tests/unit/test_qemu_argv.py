@@ -8,9 +8,16 @@ from vmpod.hypervisor.qemu import QemuDriver
 
 
 def _spec(accel: Accel) -> VmSpec:
-    return VmSpec(vcpus=2, memory_mib=576, kernel=Path("/k,1/bzImage"), initrd=Path("/i.cpio"),
-                  cmdline=("console=ttyS0", "quiet"), accel=AccelChoice(accel, "test"), channel_fd=7,
-                  disks=(DiskSpec(9, 10),))
+    return VmSpec(
+        vcpus=2,
+        memory_mib=576,
+        kernel=Path("/k,1/bzImage"),
+        initrd=Path("/i.cpio"),
+        cmdline=("console=ttyS0", "quiet"),
+        accel=AccelChoice(accel, "test"),
+        channel_fd=7,
+        disks=(DiskSpec(9, 10),),
+    )
 
 
 def test_tcg_plan() -> None:

@@ -68,11 +68,20 @@ def test_modes_owners_links_and_whiteouts(tmp_path: Path) -> None:
 HOSTILE: list[tuple[str, Callable[[Path], list[tuple[tarfile.TarInfo, bytes | None]]], str]] = [
     ("dotdot", lambda d: [(_entry("../escape"), b"x")], "escapes the root"),
     ("absolute", lambda d: [(_entry("/abs"), b"x")], "absolute path"),
-    ("symlink parent", lambda d: [(_entry("link", tarfile.SYMTYPE, link=str(d)), None),
-                                  (_entry("link/escape"), b"x")], "through a symlink"),
+    (
+        "symlink parent",
+        lambda d: [(_entry("link", tarfile.SYMTYPE, link=str(d)), None), (_entry("link/escape"), b"x")],
+        "through a symlink",
+    ),
     ("hardlink outside", lambda d: [(_entry("h", tarfile.LNKTYPE, link="../outside"), None)], "escapes the root"),
-    ("hardlink via symlink", lambda d: [(_entry("s", tarfile.SYMTYPE, link=str(d / "outside")), None),
-                                        (_entry("h", tarfile.LNKTYPE, link="s"), None)], "non-file"),
+    (
+        "hardlink via symlink",
+        lambda d: [
+            (_entry("s", tarfile.SYMTYPE, link=str(d / "outside")), None),
+            (_entry("h", tarfile.LNKTYPE, link="s"), None),
+        ],
+        "non-file",
+    ),
 ]
 
 
