@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,6 +25,7 @@ from vmpod.image.reference import Reference
 from vmpod.image.store import ImageStore
 from vmpod.kernel import find_kernel
 from vmpod.paths import StateDir, kernel_cache
+from vmpod.run import run
 
 Handler = Callable[[StateDir, argparse.Namespace], int]
 
@@ -163,14 +165,9 @@ def _cmd_info(state: StateDir, args: argparse.Namespace) -> int:
     return 0
 
 
-def _agent_version(agent: os.PathLike[str]) -> str:
-    marker = b"vmpod-agent-version="
-    data = open(agent, "rb").read()  # noqa: SIM115 - small file, read once
-    start = data.find(marker)
-    if start < 0:
-        return "unknown version"
-    end = data.find(b"\0", start)
-    return data[start + len(marker) : end].decode(errors="replace")
+def _agent_version(agent: Path) -> str:
+    done = run([str(agent), "--version"], check=False)
+    return done.stdout.strip() or "unknown version"
 
 
 def _parser() -> argparse.ArgumentParser:
