@@ -8,8 +8,8 @@ import logging
 import os
 import sys
 import time
-from pathlib import Path
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from vmpod import __version__
