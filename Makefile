@@ -70,10 +70,10 @@ unit: venv agent
 	$(MAKE) -C agent test
 	$(VENV)/bin/pytest -q tests/unit
 
-integration: venv agent kernel build/busybox.tar
+integration: venv agent kernel stock-kernel build/busybox.tar
 	$(VENV)/bin/pytest -q -n 2 tests/integration
 
-test: test-deps venv agent kernel build/busybox.tar
+test: test-deps venv agent kernel stock-kernel build/busybox.tar
 	$(MAKE) -C agent test
 	$(VENV)/bin/pytest -q -n 2 tests
 

@@ -63,10 +63,22 @@ def _module_closure(modules_dir: Path, wanted: tuple[str, ...]) -> tuple[Path, .
     return tuple(modules_dir / t for t in order)
 
 
+def _stock(directory: Path) -> Kernel:
+    """An unpacked Debian kernel: `vmlinuz` beside `lib/modules/<release>/`."""
+    modules_root = directory / "lib" / "modules"
+    modules_dirs = list(modules_root.iterdir()) if modules_root.is_dir() else []
+    if not (directory / "vmlinuz").is_file() or len(modules_dirs) != 1:
+        raise VmpodError(f"{directory} is not an unpacked kernel (vmlinuz and one lib/modules/<release>)", _HINT)
+    return Kernel(directory.absolute() / "vmlinuz", KernelKind.STOCK, _module_closure(modules_dirs[0], NEEDED_MODULES))
+
+
 @cache
 def find_kernel(explicit: str | None = None) -> Kernel:
+    """`explicit` is a kernel image (everything built in) or a directory made by `kernel/stock.sh`."""
     if explicit:
         path = Path(explicit)
+        if path.is_dir():
+            return _stock(path)
         if not path.is_file():
             raise VmpodError(f"kernel {explicit} does not exist", _HINT)
         return Kernel(path.absolute(), KernelKind.CUSTOM)
@@ -75,10 +87,7 @@ def find_kernel(explicit: str | None = None) -> Kernel:
         return Kernel(minimal, KernelKind.MINIMAL)
     stock = _newest("stock-*/vmlinuz")
     if stock is not None:
-        modules_dirs = list((stock.parent / "lib" / "modules").iterdir())
-        if len(modules_dirs) != 1:
-            raise VmpodError(f"{stock.parent} holds no single module tree", "remove it and run `make stock-kernel`")
-        return Kernel(stock, KernelKind.STOCK, _module_closure(modules_dirs[0], NEEDED_MODULES))
+        return _stock(stock.parent)
     raise VmpodError(f"no guest kernel in {kernel_cache()}", _HINT)
 
 

@@ -26,7 +26,11 @@ class StateDir:
 
     @classmethod
     def resolve(cls, root: str | None) -> StateDir:
-        chosen = root or os.environ.get("VMPOD_ROOT") or str(DEFAULT_ROOT)
+        chosen = root or os.environ.get("VMPOD_ROOT")
+        if not chosen:
+            # As Podman does: a system store for root, a per-user one otherwise.
+            data_home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+            chosen = str(DEFAULT_ROOT if os.geteuid() == 0 else data_home / "vmpod")
         return cls(Path(chosen).absolute())
 
     @property

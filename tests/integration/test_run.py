@@ -200,3 +200,13 @@ def test_twenty_runs_leave_nothing_behind(vmpod: Vmpod) -> None:
     assert qemu_processes(vmpod.root) == []
     assert leftovers(vmpod.root) == []
     assert len(os.listdir("/proc/self/fd")) == fds_before
+
+
+def test_debian_stock_kernel_with_modules(vmpod: Vmpod) -> None:
+    """The kernel `make demo` uses on a fresh machine: the agent loads its virtio modules first."""
+    cache = Path(os.environ.get("VMPOD_KERNEL_CACHE", "/var/cache/vmpod/kernels"))
+    stock = sorted(cache.glob("stock-*/vmlinuz"))
+    assert stock, f"no stock kernel in {cache}: run `make stock-kernel`"
+    done = vmpod("run", "--rm", "--kernel", str(stock[-1].parent), "busybox", "sh", "-c", "uname -r; echo ok")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().split() == [stock[-1].parent.name.removeprefix("stock-"), "ok"]

@@ -203,7 +203,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="container name")
     p.add_argument("--cpus", type=float, help="virtual CPUs of the VM")
     p.add_argument("-m", "--memory", metavar="SIZE", help="memory for the container, e.g. 512m")
-    p.add_argument("--kernel", metavar="PATH", help="guest kernel to boot")
+    p.add_argument("--kernel", metavar="PATH", help="guest kernel to boot (an image, or a stock-kernel directory)")
     p.add_argument("--dry-run", action="store_true", help="print the hypervisor command line, run nothing")
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
