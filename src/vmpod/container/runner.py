@@ -197,7 +197,9 @@ class ContainerRun:
             if not options.remove:
                 record = self.containers.update(record, status=Status.RUNNING, pid=os.getpid())
             try:
-                code = asyncio.run(_drive(host_end, qemu, process, options.interactive, phases))
+                # A removed container's disk is already unlinked: nothing to sync, so no clean shutdown.
+                keep_disk = not options.remove
+                code = asyncio.run(_drive(host_end, qemu, process, options.interactive, keep_disk, phases))
             except ProtocolError as e:
                 raise VmpodError(f"the VM failed: {e}", _console_hint(console)) from None
             finally:
@@ -317,6 +319,7 @@ async def _drive(
     qemu: subprocess.Popen[bytes],
     process: ProcessSpec,
     interactive: bool,
+    keep_disk: bool,
     phases: Phases,
 ) -> int:
     session = AgentSession(sock)
@@ -341,6 +344,8 @@ async def _drive(
                 session.pump_stdin(0)
             status = await session.wait_exit()
         phases.mark("exited")
+        if not keep_disk:
+            return _exit_code(status)
         with suppress(TimeoutError, AgentError, ProtocolError):
             await asyncio.wait_for(session.shutdown(), SHUTDOWN_GRACE_S)
             phases.mark("shutdown")
