@@ -30,6 +30,7 @@ class Message(IntEnum):
     SIGNAL = 17
     RESIZE = 18
     SHUTDOWN = 19
+    EXEC = 20
     STDIN = 32
     STDIN_CLOSE = 33
     STDOUT = 34

@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +30,7 @@ CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
 LAYER_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar"
 # Bounds on documents we parse (manifests and configs are small; layers are streamed).
 MAX_DOCUMENT = 4 << 20
+INCOMING_PREFIX = ".incoming."
 _CHUNK = 1 << 20
 
 
@@ -90,22 +91,45 @@ class ImageStore:
         expected: str | None = None,
         limit: int | None = None,
         verify: Callable[[Path], None] | None = None,
+        size: int | None = None,
     ) -> str:
         """Copies a stream into the store, hashing as it goes; a wrong digest or a failed verify stores nothing."""
+        return self.put_chunks(iter(lambda: source.read(_CHUNK), b""), expected, limit, verify, size)
+
+    def put_chunks(
+        self,
+        chunks: Iterable[bytes],
+        expected: str | None = None,
+        limit: int | None = None,
+        verify: Callable[[Path], None] | None = None,
+        size: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> str:
+        """Stores a blob arriving in chunks, checking digest and size while it streams.
+
+        `size` is the exact length announced (by a manifest): more bytes stop the copy at once, fewer are
+        reported as a truncated blob. Anything wrong stores nothing.
+        """
         self.blobs.mkdir(parents=True, exist_ok=True)
         hasher = hashlib.sha256()
-        fd, tmp = tempfile.mkstemp(dir=self.blobs, prefix=".incoming.")
+        fd, tmp = tempfile.mkstemp(dir=self.blobs, prefix=INCOMING_PREFIX)
         try:
-            size = 0
+            written = 0
             with os.fdopen(fd, "wb") as out:
-                while chunk := source.read(_CHUNK):
-                    size += len(chunk)
-                    if limit is not None and size > limit:
+                for chunk in chunks:
+                    written += len(chunk)
+                    if limit is not None and written > limit:
                         raise VmpodError(f"blob is larger than the limit of {limit} bytes")
+                    if size is not None and written > size:
+                        raise VmpodError(f"blob {expected or ''} is larger than the {size} bytes announced".replace("  ", " "))
                     hasher.update(chunk)
                     out.write(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
                 out.flush()
                 os.fsync(out.fileno())
+            if size is not None and written != size:
+                raise VmpodError(f"blob {expected or ''} is truncated: {written} of {size} bytes".replace("  ", " "))
             digest = "sha256:" + hasher.hexdigest()
             if expected is not None and digest != expected:
                 raise VmpodError(f"digest mismatch: expected {expected}, got {digest}")
