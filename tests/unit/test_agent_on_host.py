@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from vmpod.guest.session import AgentError, AgentSession, ExitStatus, ProcessSpec
+from vmpod.guest.session import AgentError, AgentSession, ExitStatus, ProcessSpec, fd_sink
 
 REPO = Path(__file__).resolve().parents[2]
 AGENT = REPO / "agent" / "build" / "vmpod-agent"
@@ -41,7 +41,7 @@ async def _agent(out: int, err: int) -> AsyncIterator[AgentSession]:
     host, guest = socket.socketpair()
     proc = subprocess.Popen([str(AGENT), "--channel-fd", str(guest.fileno())], pass_fds=[guest.fileno()])
     guest.close()
-    session = AgentSession(host, out, err)
+    session = AgentSession(host, fd_sink(out, err))
     await session.open()
     try:
         await asyncio.wait_for(session.wait_ready(), 10)

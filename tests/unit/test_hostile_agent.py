@@ -10,7 +10,7 @@ import pytest
 
 from vmpod.guest.codec import ProtocolError, encode_fields, encode_frame
 from vmpod.guest.messages import MAX_DATA, PROTOCOL_VERSION, STREAM_WINDOW, Field, Message
-from vmpod.guest.session import AgentSession
+from vmpod.guest.session import AgentSession, fd_sink
 
 READY = encode_frame(
     Message.READY, 0, encode_fields([(Field.PROTO_VERSION, PROTOCOL_VERSION), (Field.AGENT_VERSION, "fake")])
@@ -19,7 +19,7 @@ READY = encode_frame(
 
 async def _host_sees(*frames: bytes, close: bool = False) -> BaseException | None:
     host, guest = socket.socketpair()
-    session = AgentSession(host, stdout_fd=-1, stderr_fd=-1)
+    session = AgentSession(host, fd_sink(-1, -1))
     await session.open()
     try:
         guest.sendall(b"".join(frames))

@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from vmpod import __version__
+from vmpod.cli import images as image_commands
 from vmpod.cli.sizes import human_size, parse_size
-from vmpod.container.runner import ContainerRun, RunOptions, agent_binary
+from vmpod.container.runner import run_container
 from vmpod.container.spec import ProcessRequest
 from vmpod.container.state import ContainerStore
+from vmpod.container.vm import RunOptions, agent_binary
 from vmpod.errors import ExitCode, VmpodError
 from vmpod.hypervisor import accel
 from vmpod.hypervisor.qemu import QemuDriver
@@ -40,8 +42,10 @@ def _cmd_import(state: StateDir, args: argparse.Namespace) -> int:
 def _image_rows(store: ImageStore) -> list[dict[str, Any]]:
     rows = []
     for name, digest in sorted(store.names().items()):
-        image = store.image(digest)
         ref = Reference.parse(name)
+        if ref.digest:
+            continue  # a repository digest (name@sha256:…), not a tag
+        image = store.image(digest)
         size = sum(store.blob_path(d).stat().st_size for d in image.layers)
         rows.append(
             {
@@ -75,6 +79,7 @@ def _cmd_images(state: StateDir, args: argparse.Namespace) -> int:
 
 
 def _cmd_run(state: StateDir, args: argparse.Namespace) -> int:
+    image_commands.pull_if_missing(state, args.image)
     options = RunOptions(
         image=args.image,
         process=ProcessRequest(
@@ -95,7 +100,7 @@ def _cmd_run(state: StateDir, args: argparse.Namespace) -> int:
         kernel=args.kernel,
         dry_run=args.dry_run,
     )
-    return ContainerRun(state, options).execute()
+    return run_container(state, options)
 
 
 def _cmd_ps(state: StateDir, args: argparse.Namespace) -> int:
@@ -208,6 +213,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
     p.set_defaults(handler=_cmd_run)
+
+    image_commands.register(sub)
 
     p = sub.add_parser("ps", help="list containers")
     p.add_argument("-a", "--all", action="store_true", help="include exited containers")

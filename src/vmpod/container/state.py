@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
 import time
@@ -33,9 +32,12 @@ class ContainerRecord:
     image_id: str
     command: tuple[str, ...]
     created: float
+    disk: str = ""  # the image's base disk, which the container's overlay reads through
     status: Status = Status.CREATED
-    pid: int = 0  # the vmpod process that owns the VM while running
+    pid: int = 0  # the process that owns the VM while it runs (vmpod run, or the supervisor)
+    pid_start: int = 0  # that process's start time, to notice pid reuse
     exit_code: int | None = None
+    finished: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -78,10 +80,13 @@ class ContainerStore:
                 record = ContainerRecord.from_dict(json.loads(path.read_bytes()))
             except (OSError, ValueError, VmpodError):
                 continue
-            if record.status is Status.RUNNING and not _alive(record.pid):
+            if record.status is Status.RUNNING and not alive(record.pid, record.pid_start):
                 record = replace(record, status=Status.EXITED)  # its owner died without saying so
             records.append(record)
         return sorted(records, key=lambda r: r.created, reverse=True)
+
+    def get(self, container_id: str) -> ContainerRecord:
+        return next(r for r in self.all() if r.id == container_id)
 
     def find(self, text: str) -> ContainerRecord:
         matches = [r for r in self.all() if r.name == text or r.id.startswith(text)]
@@ -96,16 +101,21 @@ class ContainerStore:
         return any(r.name == name for r in self.all())
 
 
-def _alive(pid: int) -> bool:
+def start_time(pid: int) -> int:
+    """The process's start time in clock ticks since boot (0 if it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def alive(pid: int, started: int = 0) -> bool:
+    """Whether pid still names the process that had that start time (not a reused pid)."""
     if pid <= 0:
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    now_started = start_time(pid)
+    return now_started != 0 and (started == 0 or now_started == started)
 
 
 def now() -> float:

@@ -13,7 +13,7 @@ import os
 import select
 import socket
 import threading
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from vmpod.guest.codec import (
@@ -39,6 +39,8 @@ _REPLY_FIELDS = frozenset({Field.PID, Field.ERRNO, Field.MESSAGE})
 _ACK_FIELDS = frozenset({Field.COUNT})
 _EXIT_FIELDS = frozenset({Field.EXIT_CODE, Field.EXIT_SIGNAL})
 _READY_FIELDS = frozenset({Field.PROTO_VERSION, Field.AGENT_VERSION})
+# START fields that EXEC does not take: the container's root and name are set once.
+_ROOT_ONLY = frozenset({Field.ROOT_DEVICE, Field.ROOT_FSTYPE, Field.ROOT_READONLY, Field.HOSTNAME})
 
 
 @dataclass(frozen=True)
@@ -101,17 +103,40 @@ def _write_all(fd: int, data: bytes) -> None:
             select.select([], [fd], [])
 
 
+OutputSink = Callable[[int, Message, bytes], Awaitable[None]]
+
+
+def fd_sink(stdout_fd: int = 1, stderr_fd: int = 2) -> OutputSink:
+    """Writes every process's output to two fds (a foreground `vmpod run`)."""
+    fds = {Message.STDOUT: stdout_fd, Message.STDERR: stderr_fd}
+
+    async def write(process: int, kind: Message, data: bytes) -> None:
+        # A blocking write is the backpressure: a slow reader of our stdout slows the guest down.
+        _write_all(fds[kind], data)
+
+    return write
+
+
+class _Process:
+    """Host-side state of one process handle."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sink: OutputSink) -> None:
+        self.sink = sink
+        self.exit: asyncio.Future[ExitStatus] = loop.create_future()
+        self.exit.add_done_callback(lambda f: f.cancelled() or f.exception())  # nobody may be waiting
+        self.stdin_credit = STREAM_WINDOW
+
+
 class AgentSession:
-    def __init__(self, sock: socket.socket, stdout_fd: int = 1, stderr_fd: int = 2) -> None:
+    def __init__(self, sock: socket.socket, sink: OutputSink | None = None) -> None:
         self._sock = sock
-        self._out = {Message.STDOUT: stdout_fd, Message.STDERR: stderr_fd}
+        self._sink = sink or fd_sink()
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._next_id = 1
         self._pending: dict[int, asyncio.Future[int]] = {}
         self._ready: asyncio.Future[str] | None = None
-        self._exit: asyncio.Future[ExitStatus] | None = None
-        self._stdin_credit = STREAM_WINDOW
+        self._processes: dict[int, _Process] = {}
         self._credit_changed: asyncio.Condition | None = None
         self._task: asyncio.Task[None] | None = None
         self.agent_version = ""
@@ -120,9 +145,8 @@ class AgentSession:
         loop = asyncio.get_running_loop()
         self._reader, self._writer = await asyncio.open_connection(sock=self._sock, limit=2 * MAX_DATA)
         self._ready = loop.create_future()
-        self._exit = loop.create_future()
-        for future in (self._ready, self._exit):  # a failure nobody waited for is not worth a warning
-            future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._ready.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._processes[MAIN_PROCESS] = _Process(loop, self._sink)
         self._credit_changed = asyncio.Condition()
         self._task = asyncio.create_task(self._read_loop())
 
@@ -150,6 +174,18 @@ class AgentSession:
         """Starts the container's main process; returns its guest pid or raises AgentError."""
         return await self._request(Message.START, spec.fields())
 
+    async def exec(self, spec: ProcessSpec, sink: OutputSink | None = None) -> int:
+        """Starts a further process in the running container; returns its handle for the calls below."""
+        handle = max(self._processes) + 1
+        self._processes[handle] = _Process(asyncio.get_running_loop(), sink or self._sink)
+        fields = [(Field.PROCESS, handle), *((t, v) for t, v in spec.fields() if t not in _ROOT_ONLY)]
+        try:
+            await self._request(Message.EXEC, fields)
+        except BaseException:
+            del self._processes[handle]
+            raise
+        return handle
+
     async def signal(self, signo: int, process: int = MAIN_PROCESS) -> None:
         await self._request(Message.SIGNAL, [(Field.PROCESS, process), (Field.SIGNO, signo)])
 
@@ -159,26 +195,26 @@ class AgentSession:
     async def shutdown(self) -> None:
         await self._request(Message.SHUTDOWN)
 
-    async def wait_exit(self) -> ExitStatus:
-        assert self._exit is not None
-        return await self._exit
+    async def wait_exit(self, process: int = MAIN_PROCESS) -> ExitStatus:
+        return await self._processes[process].exit
 
     # --- stdin -------------------------------------------------------------------------------------
     async def send_stdin(self, data: bytes, process: int = MAIN_PROCESS) -> None:
         """Sends stdin bytes, waiting for the agent's acknowledgements to stay inside the window."""
         assert self._credit_changed is not None
+        state = self._processes[process]
         for offset in range(0, len(data), MAX_DATA):
             chunk = data[offset : offset + MAX_DATA]
             size = len(chunk)
             async with self._credit_changed:
-                await self._credit_changed.wait_for(lambda size=size: self._stdin_credit >= size)  # type: ignore[misc]
-                self._stdin_credit -= size
+                await self._credit_changed.wait_for(lambda size=size: state.stdin_credit >= size)  # type: ignore[misc]
+                state.stdin_credit -= size
             await self._send(Message.STDIN, process, chunk)
 
     async def close_stdin(self, process: int = MAIN_PROCESS) -> None:
         await self._send(Message.STDIN_CLOSE, process)
 
-    def pump_stdin(self, fd: int) -> None:
+    def pump_stdin(self, fd: int, process: int = MAIN_PROCESS) -> None:
         """Forwards fd to the process from a daemon thread: any kind of fd, never blocking the loop."""
         loop = asyncio.get_running_loop()
 
@@ -188,7 +224,7 @@ class AgentSession:
                     data = os.read(fd, MAX_DATA)
                 except OSError:
                     data = b""
-                coroutine = self.send_stdin(data) if data else self.close_stdin()
+                coroutine = self.send_stdin(data, process) if data else self.close_stdin(process)
                 try:
                     asyncio.run_coroutine_threadsafe(coroutine, loop).result()
                 except Exception:  # the session ended; nothing left to feed
@@ -223,26 +259,33 @@ class AgentSession:
 
     def _fail(self, error: ProtocolError) -> None:
         futures: list[asyncio.Future[int] | asyncio.Future[str] | asyncio.Future[ExitStatus] | None]
-        futures = [*self._pending.values(), self._ready, self._exit]
+        futures = [*self._pending.values(), self._ready, *(p.exit for p in self._processes.values())]
         for future in futures:
             if future is not None and not future.done():
                 future.set_exception(error)
         self._pending.clear()
 
+    def _live(self, kind: Message, ident: int) -> _Process:
+        process = self._processes.get(ident)
+        if process is None or process.exit.done():
+            raise ProtocolError(f"{kind.name} for unknown process {ident}")
+        return process
+
     async def _dispatch(self, kind: Message, ident: int, payload: bytes) -> None:
-        assert self._ready is not None and self._exit is not None and self._credit_changed is not None
+        assert self._ready is not None and self._credit_changed is not None
         if kind in (Message.STDOUT, Message.STDERR):
-            if ident != MAIN_PROCESS or len(payload) > MAX_DATA:
-                raise ProtocolError("stream frame for an unknown process or too large")
-            # A blocking write is the backpressure: a slow reader of our stdout slows the guest down.
-            _write_all(self._out[kind], payload)
+            process = self._live(kind, ident)
+            if len(payload) > MAX_DATA:
+                raise ProtocolError("stream frame too large")
+            await process.sink(ident, kind, payload)
             await self._send(Message.OUTPUT_ACK, ident, encode_fields([(Field.COUNT, len(payload))]))
         elif kind is Message.STDIN_ACK:
+            process = self._live(kind, ident)
             count = decode_fields(payload, _ACK_FIELDS).u32(Field.COUNT) or 0
             async with self._credit_changed:
-                if self._stdin_credit + count > STREAM_WINDOW:
+                if process.stdin_credit + count > STREAM_WINDOW:
                     raise ProtocolError("the agent acknowledged more stdin than was sent")
-                self._stdin_credit += count
+                process.stdin_credit += count
                 self._credit_changed.notify_all()
         elif kind in (Message.OK, Message.ERROR):
             fields = decode_fields(payload, _REPLY_FIELDS)
@@ -267,8 +310,8 @@ class AgentSession:
                 self._ready.set_result(self.agent_version)
         elif kind is Message.EXIT:
             fields = decode_fields(payload, _EXIT_FIELDS)
-            status = ExitStatus(fields.u32(Field.EXIT_CODE), fields.u32(Field.EXIT_SIGNAL))
-            if ident == MAIN_PROCESS and not self._exit.done():
-                self._exit.set_result(status)
+            self._live(kind, ident).exit.set_result(
+                ExitStatus(fields.u32(Field.EXIT_CODE), fields.u32(Field.EXIT_SIGNAL))
+            )
         else:
             raise ProtocolError(f"unexpected message {kind.name} from the agent")

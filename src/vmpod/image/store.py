@@ -34,7 +34,7 @@ INCOMING_PREFIX = ".incoming."
 _CHUNK = 1 << 20
 
 
-def _check_digest(digest: str) -> str:
+def check_digest(digest: str) -> str:
     algo, _, hexpart = digest.partition(":")
     if algo != "sha256" or len(hexpart) != 64 or any(c not in "0123456789abcdef" for c in hexpart):
         raise VmpodError(f"invalid digest {digest!r}")
@@ -73,7 +73,7 @@ class ImageStore:
 
     # --- blobs -------------------------------------------------------------------------------------
     def blob_path(self, digest: str) -> Path:
-        return self.blobs / _check_digest(digest)
+        return self.blobs / check_digest(digest)
 
     def has_blob(self, digest: str) -> bool:
         return self.blob_path(digest).is_file()
@@ -111,6 +111,7 @@ class ImageStore:
         reported as a truncated blob. Anything wrong stores nothing.
         """
         self.blobs.mkdir(parents=True, exist_ok=True)
+        what = f"blob {expected}" if expected else "blob"
         hasher = hashlib.sha256()
         fd, tmp = tempfile.mkstemp(dir=self.blobs, prefix=INCOMING_PREFIX)
         try:
@@ -119,9 +120,9 @@ class ImageStore:
                 for chunk in chunks:
                     written += len(chunk)
                     if limit is not None and written > limit:
-                        raise VmpodError(f"blob is larger than the limit of {limit} bytes")
+                        raise VmpodError(f"{what} is larger than the limit of {limit} bytes")
                     if size is not None and written > size:
-                        raise VmpodError(f"blob {expected or ''} is larger than the {size} bytes announced".replace("  ", " "))
+                        raise VmpodError(f"{what} is larger than the {size} bytes announced")
                     hasher.update(chunk)
                     out.write(chunk)
                     if progress is not None:
@@ -129,7 +130,7 @@ class ImageStore:
                 out.flush()
                 os.fsync(out.fileno())
             if size is not None and written != size:
-                raise VmpodError(f"blob {expected or ''} is truncated: {written} of {size} bytes".replace("  ", " "))
+                raise VmpodError(f"{what} is truncated: {written} of {size} bytes")
             digest = "sha256:" + hasher.hexdigest()
             if expected is not None and digest != expected:
                 raise VmpodError(f"digest mismatch: expected {expected}, got {digest}")
@@ -198,8 +199,60 @@ class ImageStore:
         return {str(k): str(v) for k, v in value.items()}
 
     def tag(self, ref: Reference, image: Image) -> None:
-        with self._locked() as names:
-            names[str(ref)] = image.manifest_digest
+        self.point([str(ref)], image.manifest_digest)
+
+    def point(self, names: Iterable[str], manifest_digest: str) -> bool:
+        """Makes each full name refer to a manifest already stored; True if anything changed."""
+        with self._locked() as current:
+            before = dict(current)
+            current.update(dict.fromkeys(names, manifest_digest))
+            return current != before
+
+    def untag(self, names: Iterable[str]) -> None:
+        with self._locked() as current:
+            for name in names:
+                current.pop(name, None)
+
+    # --- garbage -----------------------------------------------------------------------------------
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Held (shared) while blobs are stored that no name refers to yet, so no collection removes them."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".gc.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            yield
+
+    def referenced(self) -> set[str]:
+        """Every blob some name needs: index (a name's digest), manifest, config, layers."""
+        keep: set[str] = set()
+        for name, manifest_digest in self._names().items():
+            _, _, pinned = name.partition("@")
+            keep.update(d for d in (pinned, manifest_digest) if d)
+            try:
+                image = self.image(manifest_digest)
+            except (OSError, VmpodError):
+                continue  # a damaged image keeps what it has; its removal frees it
+            keep.add(image.config_digest)
+            keep.update(image.layers)
+        return keep
+
+    def collect_garbage(self) -> list[str]:
+        """Deletes blobs no name refers to; returns their digests. Skipped while a pull or import runs."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".gc.lock", "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return []
+            keep = self.referenced()
+            removed = []
+            for path in self.blobs.iterdir() if self.blobs.is_dir() else []:
+                digest = "sha256:" + path.name
+                if path.name.startswith(INCOMING_PREFIX) or digest not in keep:
+                    path.unlink(missing_ok=True)
+                    if not path.name.startswith("."):
+                        removed.append(digest)
+            return removed
 
     def names(self) -> dict[str, str]:
         return self._names()

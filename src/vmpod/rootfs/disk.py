@@ -102,9 +102,9 @@ def base_disk(state: StateDir, store: ImageStore, image: Image) -> BaseDisk:
     return disk
 
 
-def create_overlay(base: BaseDisk, path: Path) -> None:
+def create_overlay(base: Path, path: Path) -> None:
     """A container's writable layer: a qcow2 file whose reads fall through to the base disk."""
     run(
-        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(base.path), str(path)],
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(base), str(path)],
         hint=_QEMU_IMG_HINT,
     )

@@ -9,13 +9,19 @@ contents from being written.
 
 from __future__ import annotations
 
+import gzip
+import lzma
 import os
 import shutil
 import stat
 import tarfile
-from collections.abc import Iterable
+import zlib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+
+import zstandard
 
 from vmpod.errors import VmpodError
 
@@ -157,14 +163,37 @@ class _Unpacker:
                 self._metadata(target, member)
 
 
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+@contextmanager
+def open_layer(layer: Path) -> Iterator[tarfile.TarFile]:
+    """A layer blob as a tar archive: plain, gzip, bzip2, xz (tarfile detects them) or zstd."""
+    with open(layer, "rb") as raw:
+        if raw.read(4) != ZSTD_MAGIC:
+            raw.seek(0)
+            with tarfile.open(fileobj=raw, mode="r:*") as archive:
+                yield archive
+            return
+        raw.seek(0)
+        # Streaming mode: members are read in order, as the unpacker does anyway.
+        with (
+            zstandard.ZstdDecompressor().stream_reader(raw) as stream,
+            tarfile.open(fileobj=stream, mode="r|") as archive,
+        ):
+            yield archive
+
+
 def unpack_layers(layers: Iterable[Path], root: Path, limits: Limits = Limits()) -> None:
-    """Unpacks uncompressed or compressed tar layers, bottom first, onto root."""
+    """Unpacks layers (tar; plain, gzip, bzip2, xz or zstd), bottom first, onto root."""
     unpacker = _Unpacker(root, limits)
     for layer in layers:
         try:
-            with tarfile.open(layer, mode="r:*") as archive:
+            with open_layer(layer) as archive:
                 for member in archive:
                     unpacker.add(archive, member)
         except tarfile.TarError as e:
             raise VmpodError(f"layer {layer.name} is not a valid tar archive: {e}") from None
+        except (EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError, zstandard.ZstdError) as e:
+            raise VmpodError(f"layer {layer.name} cannot be decompressed: {e}") from None
     unpacker.finish()

@@ -1,0 +1,326 @@
+"""One container's VM: from the image and flags to a booted agent running the container's process.
+
+Shared by a foreground `vmpod run` and by the supervisor of a detached container. The VM is owned by
+the process that launches it: QEMU dies with it (PR_SET_PDEATHSIG) and gets every file as an inherited
+fd, so an owner killed with SIGKILL leaves no hypervisor, socket or temp file behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import itertools
+import json
+import logging
+import math
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import IO, Any
+
+from vmpod.container import terminal
+from vmpod.container.spec import ProcessRequest, argv, environment, working_dir
+from vmpod.container.state import OVERLAY, ContainerRecord, ContainerStore, new_id, now
+from vmpod.container.users import resolve_user
+from vmpod.errors import ExitCode, VmpodError
+from vmpod.guest.codec import ProtocolError
+from vmpod.guest.session import AgentError, AgentSession, ExitStatus, ProcessSpec
+from vmpod.hypervisor import accel
+from vmpod.hypervisor.base import DiskSpec, LaunchPlan, VmSpec
+from vmpod.hypervisor.qemu import QemuDriver
+from vmpod.image.store import ImageStore
+from vmpod.kernel import cmdline, find_kernel
+from vmpod.paths import StateDir, write_atomically
+from vmpod.rootfs import initramfs
+from vmpod.rootfs.disk import base_disk, create_overlay
+from vmpod.run import spawn
+
+log = logging.getLogger("vmpod")
+
+# Memory the guest kernel and agent need on top of what the container asked for.
+GUEST_OVERHEAD_MIB = 64
+DEFAULT_MEMORY_MIB = 512
+BOOT_TIMEOUT_S = float(os.environ.get("VMPOD_BOOT_TIMEOUT", "120"))
+SHUTDOWN_GRACE_S = 2.0
+ROOT_DEVICE = "/dev/vda"
+PLAN_NAME = "plan.json"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    image: str
+    process: ProcessRequest
+    interactive: bool = False
+    remove: bool = False
+    detach: bool = False
+    name: str = ""
+    cpus: float | None = None
+    memory_bytes: int | None = None
+    kernel: str | None = None
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything decided before a VM starts; saved beside the container for its supervisor."""
+
+    record: ContainerRecord
+    process: ProcessSpec
+    vcpus: int
+    memory_mib: int
+    kernel: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "record": self.record.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Prepared:
+        process: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data["process"].items()}
+        return cls(
+            ContainerRecord.from_dict(data["record"]),
+            ProcessSpec(**process),
+            data["vcpus"],
+            data["memory_mib"],
+            data["kernel"],
+        )
+
+    def save(self, directory: Path) -> None:
+
+        write_atomically(directory / PLAN_NAME, json.dumps(self.to_dict()).encode(), 0o600)
+
+    @classmethod
+    def load(cls, directory: Path) -> Prepared:
+
+        return cls.from_dict(json.loads((directory / PLAN_NAME).read_bytes()))
+
+
+def agent_binary() -> Path:
+    override = os.environ.get("VMPOD_AGENT")
+    path = Path(override) if override else Path(str(resources.files("vmpod") / "data" / "vmpod-agent"))
+    if not path.is_file():
+        raise VmpodError(f"the guest agent {path} is missing", "build it with `make agent`")
+    return path
+
+
+def _vm_size(options: RunOptions) -> tuple[int, int]:
+    vcpus = max(1, math.ceil(options.cpus)) if options.cpus else 1
+    if options.cpus is not None and options.cpus <= 0:
+        raise VmpodError(f"invalid --cpus {options.cpus}", "give a positive number")
+    memory = DEFAULT_MEMORY_MIB
+    if options.memory_bytes is not None:
+        if options.memory_bytes < 6 << 20:
+            raise VmpodError("minimum memory limit allowed is 6MB", "give --memory 6m or more")
+        memory = math.ceil(options.memory_bytes / (1 << 20)) + GUEST_OVERHEAD_MIB
+    return vcpus, memory
+
+
+def prepare(state: StateDir, options: RunOptions) -> Prepared:
+    """Resolves image, command, environment and user as Docker does, and builds the image's disk."""
+    images, containers = ImageStore(state), ContainerStore(state)
+    image = images.lookup(options.image)
+    config = image.run_config
+    request = options.process
+    if options.name and containers.name_taken(options.name):
+        raise VmpodError(f"the container name {options.name!r} is already in use", "choose another --name")
+    command = argv(config, request)
+    cwd = working_dir(config, request)
+    vcpus, memory = _vm_size(options)
+    find_kernel(options.kernel)  # fail before anything is written
+    state.ensure()
+    disk = base_disk(state, images, image)
+    user = resolve_user(request.user or config.user, disk.user_database("passwd"), disk.user_database("group"))
+    container_id = new_id()
+    hostname = request.hostname or container_id[:12]
+    process_request = ProcessRequest(**{**request.__dict__, "hostname": hostname})
+    stdin_tty = request.tty and not options.detach and os.isatty(0)
+    rows, cols = terminal.size(0) if stdin_tty else (24, 80)
+    process = ProcessSpec(
+        args=command,
+        env=environment(config, process_request, user.home),
+        cwd=cwd,
+        uid=user.uid,
+        gid=user.gid,
+        groups=user.groups,
+        terminal=request.tty,
+        stdin_open=options.interactive,
+        root_device=ROOT_DEVICE,
+        hostname=hostname,
+        rows=rows,
+        cols=cols,
+    )
+    record = ContainerRecord(
+        id=container_id,
+        name=options.name or f"vmpod_{container_id[:8]}",
+        image=options.image,
+        image_id=image.id,
+        command=command,
+        created=now(),
+        disk=str(disk.path),
+    )
+    return Prepared(record, process, vcpus, memory, options.kernel)
+
+
+def create_container_disk(containers: ContainerStore, prepared: Prepared) -> Path:
+    """The container's directory with its writable layer, or nothing at all."""
+    directory = containers.directory(prepared.record.id)
+    directory.mkdir(mode=0o700, parents=True)
+    try:
+        create_overlay(Path(prepared.record.disk), directory / OVERLAY)
+    except BaseException:
+        containers.remove(prepared.record.id)
+        raise
+    return directory
+
+
+def open_disk(stack: ExitStack, path: Path) -> DiskSpec:
+    """The overlay opened twice: QEMU dups the fd whose access mode matches each open it makes."""
+    read_write = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    stack.callback(os.close, read_write)
+    read_only = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    stack.callback(os.close, read_only)
+    return DiskSpec(read_write, read_only)
+
+
+def plan_vm(state: StateDir, prepared: Prepared, channel_fd: int, disk: DiskSpec, quiet: bool = False) -> LaunchPlan:
+    kernel = find_kernel(prepared.kernel)
+    choice = accel.choose()
+    if choice.warning and not quiet:
+        print(f"vmpod: warning: {choice.warning}", file=sys.stderr)
+    log.debug("kernel %s (%s), accelerator %s: %s", kernel.path, kernel.kind, choice.accel, choice.reason)
+    spec = VmSpec(
+        vcpus=prepared.vcpus,
+        memory_mib=prepared.memory_mib,
+        kernel=kernel.path,
+        initrd=initramfs.build(agent_binary(), list(kernel.modules), state.cache),
+        cmdline=cmdline(kernel),
+        accel=choice,
+        channel_fd=channel_fd,
+        disks=(disk,),
+    )
+    return QemuDriver().plan(spec)
+
+
+class Phases:
+    """Monotonic timestamps of a run's phases, logged under --debug: where the time goes."""
+
+    def __init__(self) -> None:
+        self.marks: dict[str, float] = {"spawn": time.monotonic()}
+
+    def mark(self, name: str) -> None:
+        self.marks[name] = time.monotonic()
+
+    def report(self) -> None:
+        names = list(self.marks)
+        steps = [f"{b}={self.marks[b] - self.marks[a]:.3f}s" for a, b in itertools.pairwise(names)]
+        log.debug("phases: %s", " ".join(steps))
+
+
+@dataclass
+class RunningVm:
+    qemu: subprocess.Popen[bytes]
+    channel: socket.socket
+    console: IO[bytes]
+    phases: Phases
+
+    def console_hint(self) -> str:
+        """The last lines the guest printed, for an error message."""
+        try:
+            self.console.seek(0)
+            lines = self.console.read()[-2000:].decode(errors="replace").strip().splitlines()
+        except (OSError, ValueError):
+            return "run with --debug for details"
+        return "console: " + " | ".join(lines[-5:]) if lines else "the VM printed nothing"
+
+
+def launch(stack: ExitStack, state: StateDir, prepared: Prepared, disk: DiskSpec, quiet: bool = False) -> RunningVm:
+    """Starts QEMU; the stack kills it (after a grace period if the guest was shut down cleanly)."""
+    host_end, guest_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    stack.callback(host_end.close)
+    with guest_end:
+        plan = plan_vm(state, prepared, guest_end.fileno(), disk, quiet)
+        console = stack.enter_context(tempfile.TemporaryFile(prefix="vmpod-console-"))  # noqa: SIM115
+        phases = Phases()
+        stack.callback(phases.report)
+        qemu = spawn(plan.argv, pass_fds=plan.pass_fds, stdout=console.fileno())
+        stack.callback(_reap, qemu, phases)
+    return RunningVm(qemu, host_end, console, phases)
+
+
+def _reap(qemu: subprocess.Popen[bytes], phases: Phases) -> None:
+    """Waits briefly for a guest that powers itself off; otherwise kills the hypervisor."""
+    try:
+        qemu.wait(SHUTDOWN_GRACE_S if "shutdown" in phases.marks else 0)
+    except subprocess.TimeoutExpired:
+        qemu.kill()
+        qemu.wait()
+    phases.mark("gone")
+
+
+def exit_code(status: ExitStatus) -> int:
+    if status.signal is not None:
+        return ExitCode.SIGNAL_BASE + status.signal
+    return status.code if status.code is not None else ExitCode.ENGINE
+
+
+def start_error(error: AgentError) -> VmpodError:
+    if error.errno == errno.ENOENT:
+        return VmpodError(error.message, "check the command and the image's PATH", ExitCode.NOT_FOUND)
+    if error.errno in (errno.EACCES, errno.ENOEXEC, errno.EISDIR, errno.EPERM):
+        return VmpodError(error.message, "the command must be an executable file", ExitCode.NOT_EXECUTABLE)
+    return VmpodError(f"the container could not start: {error.message}")
+
+
+async def until_ready(session: AgentSession, vm: RunningVm) -> None:
+    """Waits for READY, for the hypervisor to die, or for the boot timeout, whichever comes first."""
+    loop = asyncio.get_running_loop()
+    died: asyncio.Future[None] = loop.create_future()
+    # A pidfd turns readable when the process exits: no thread to join, nothing to leak.
+    pidfd = os.pidfd_open(vm.qemu.pid)
+
+    def on_exit() -> None:
+        if not died.done():
+            died.set_result(None)
+
+    loop.add_reader(pidfd, on_exit)
+    ready: asyncio.Future[Any] = asyncio.ensure_future(session.wait_ready())
+    try:
+        done, _ = await asyncio.wait([ready, died], timeout=BOOT_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+    if ready in done:
+        ready.result()
+        vm.phases.mark("ready")
+        return
+    ready.cancel()
+    if died in done:
+        raise ProtocolError(f"the hypervisor exited with status {vm.qemu.wait()} before the agent was ready")
+    raise ProtocolError(f"the agent did not answer within {BOOT_TIMEOUT_S:.0f} s")
+
+
+async def start_process(session: AgentSession, vm: RunningVm, process: ProcessSpec) -> None:
+    """Boots to READY and starts the container's main process, with Docker's errors when it cannot."""
+    await until_ready(session, vm)
+    try:
+        await asyncio.wait_for(session.start(process), BOOT_TIMEOUT_S)
+    except AgentError as e:
+        raise start_error(e) from None
+    except TimeoutError:
+        raise ProtocolError(f"the agent did not start the process within {BOOT_TIMEOUT_S:.0f} s") from None
+    vm.phases.mark("started")
+
+
+async def shutdown(session: AgentSession, vm: RunningVm) -> None:
+    """Asks the agent to sync and power off, so the container's disk is consistent."""
+    from contextlib import suppress
+
+    with suppress(TimeoutError, AgentError, ProtocolError):
+        await asyncio.wait_for(session.shutdown(), SHUTDOWN_GRACE_S)
+        vm.phases.mark("shutdown")
