@@ -5,19 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from vmpod import __version__
+from vmpod.cli import containers as container_commands
 from vmpod.cli import images as image_commands
 from vmpod.cli.sizes import human_size, parse_size
+from vmpod.container.detached import start_detached
 from vmpod.container.runner import run_container
 from vmpod.container.spec import ProcessRequest
-from vmpod.container.state import ContainerStore
 from vmpod.container.vm import RunOptions, agent_binary
 from vmpod.errors import ExitCode, VmpodError
 from vmpod.hypervisor import accel
@@ -94,49 +93,19 @@ def _cmd_run(state: StateDir, args: argparse.Namespace) -> int:
         ),
         interactive=args.interactive,
         remove=args.rm,
+        detach=args.detach,
         name=args.name or "",
         cpus=args.cpus,
         memory_bytes=parse_size(args.memory) if args.memory else None,
         kernel=args.kernel,
         dry_run=args.dry_run,
     )
+    if options.detach and not options.dry_run:
+        if options.remove:
+            raise VmpodError("--rm with -d is not supported yet", "remove the container with `vmpod rm` later")
+        print(start_detached(state, options, debug=args.debug).id)
+        return 0
     return run_container(state, options)
-
-
-def _cmd_ps(state: StateDir, args: argparse.Namespace) -> int:
-    records = [r for r in ContainerStore(state).all() if args.all or r.status == "running"]
-    if args.quiet:
-        for record in records:
-            print(record.id[:12])
-    elif args.format == "json":
-        for record in records:
-            print(json.dumps(record.to_dict()))
-    else:
-        print(f"{'CONTAINER ID':<14} {'IMAGE':<24} {'COMMAND':<24} {'CREATED':<20} {'STATUS':<16} NAMES")
-        for r in records:
-            status = f"Exited ({r.exit_code})" if r.status == "exited" else r.status.capitalize()
-            created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created))
-            command = " ".join(r.command)[:22]
-            print(f"{r.id[:12]:<14} {r.image:<24} {command:<24} {created:<20} {status:<16} {r.name}")
-    return 0
-
-
-def _cmd_rm(state: StateDir, args: argparse.Namespace) -> int:
-    store = ContainerStore(state)
-    failed = 0
-    for text in args.containers:
-        try:
-            record = store.find(text)
-            if record.status == "running" and not args.force:
-                raise VmpodError(f"container {text} is running", "stop it first or use rm -f")
-            if record.status == "running":
-                os.kill(record.pid, 15)
-            store.remove(record.id)
-            print(text)
-        except VmpodError as e:
-            print(f"vmpod: error: {e}", file=sys.stderr)
-            failed = 1
-    return failed
 
 
 def _cmd_info(state: StateDir, args: argparse.Namespace) -> int:
@@ -197,6 +166,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a command in a new container, in its own VM", add_help=False)
     p.add_argument("--help", action="help", help="show this help")
     p.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    p.add_argument("-d", "--detach", action="store_true", help="run in the background and print the container ID")
     p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
     p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
     p.add_argument("-e", "--env", action="append", metavar="KEY=VALUE", help="set an environment variable")
@@ -216,16 +186,7 @@ def _parser() -> argparse.ArgumentParser:
 
     image_commands.register(sub)
 
-    p = sub.add_parser("ps", help="list containers")
-    p.add_argument("-a", "--all", action="store_true", help="include exited containers")
-    p.add_argument("-q", "--quiet", action="store_true", help="only IDs")
-    p.add_argument("--format", choices=["table", "json"], default="table")
-    p.set_defaults(handler=_cmd_ps)
-
-    p = sub.add_parser("rm", help="remove containers")
-    p.add_argument("-f", "--force", action="store_true", help="remove running containers too")
-    p.add_argument("containers", nargs="+", metavar="CONTAINER")
-    p.set_defaults(handler=_cmd_rm)
+    container_commands.register(sub)
 
     p = sub.add_parser("info", help="show drivers, accelerator, kernel, agent and state directory")
     p.add_argument("--kernel", metavar="PATH", help="guest kernel to report on")

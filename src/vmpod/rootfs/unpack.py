@@ -66,7 +66,8 @@ class _Unpacker:
         self.limits = limits
         self.written = 0
         self.entries = 0
-        self.dirs: list[tuple[Path, tarfile.TarInfo]] = []
+        # The last entry for a directory decides its metadata, as a later layer's does in Docker.
+        self.dirs: dict[Path, tarfile.TarInfo] = {}
 
     def _inside(self, rel: PurePosixPath, what: str) -> Path:
         """The host path for rel, after checking that no existing parent component is a symlink."""
@@ -91,6 +92,8 @@ class _Unpacker:
             return
         if stat.S_ISDIR(mode):
             shutil.rmtree(path)
+            # Whatever an earlier layer said about the removed directories no longer applies.
+            self.dirs = {d: m for d, m in self.dirs.items() if d != path and path not in d.parents}
         else:
             path.unlink()
 
@@ -113,7 +116,7 @@ class _Unpacker:
             if not (target.is_dir() and not target.is_symlink()):
                 self._clear(target)
                 target.mkdir(mode=0o700)
-            self.dirs.append((target, member))
+            self.dirs[target] = member
             return
         if target != self.root:
             self._clear(target)
@@ -158,9 +161,10 @@ class _Unpacker:
         os.utime(target, (member.mtime, member.mtime), follow_symlinks=False)
 
     def finish(self) -> None:
-        for target, member in reversed(self.dirs):
-            if target.is_dir():  # a later layer may have removed it
-                self._metadata(target, member)
+        # Deepest first, so a read-only directory is finished only after its contents.
+        for target in sorted(self.dirs, key=lambda path: len(path.parts), reverse=True):
+            if target.is_dir() and not target.is_symlink():  # a later layer may have removed or replaced it
+                self._metadata(target, self.dirs[target])
 
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"

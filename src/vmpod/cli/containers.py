@@ -1,0 +1,244 @@
+"""Container verbs beyond `run`: ps, rm, logs, stop, kill, wait, exec, inspect (Docker's flags)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from vmpod.container import detached
+from vmpod.container.exec_client import exec_in
+from vmpod.container.logs import STDERR, Record, lines, read_records, timestamp
+from vmpod.container.state import ContainerRecord, ContainerStore, Status
+from vmpod.errors import VmpodError
+from vmpod.paths import StateDir
+
+
+def _each(state: StateDir, names: list[str], action: Any) -> int:
+    """Applies action to each container, printing its name as Docker does; 1 if any failed."""
+    store = ContainerStore(state)
+    failed = 0
+    for text in names:
+        try:
+            action(store.find(text))
+            print(text)
+        except VmpodError as e:
+            print(f"vmpod: error: {e}", file=sys.stderr)
+            failed = 1
+    return failed
+
+
+def _status(record: ContainerRecord) -> str:
+    if record.status is Status.RUNNING:
+        return f"Up {_ago(record.created).removesuffix(' ago')}"
+    if record.status is Status.EXITED:
+        return f"Exited ({record.exit_code if record.exit_code is not None else 'unknown'}) {_ago(record.finished)}"
+    return "Created"
+
+
+def _ago(moment: float) -> str:
+    if not moment:
+        return ""
+    seconds = int(time.time() - moment)
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} seconds ago"
+
+
+def _cmd_ps(state: StateDir, args: argparse.Namespace) -> int:
+    records = [r for r in ContainerStore(state).all() if args.all or r.status is Status.RUNNING]
+    if args.quiet:
+        for record in records:
+            print(record.id[:12])
+    elif args.format == "json":
+        for record in records:
+            print(json.dumps({**record.to_dict(), "State": record.status.value, "Status": _status(record)}))
+    else:
+        print(f"{'CONTAINER ID':<14} {'IMAGE':<24} {'COMMAND':<24} {'STATUS':<28} NAMES")
+        for r in records:
+            command = json.dumps(" ".join(r.command)[:20])
+            print(f"{r.id[:12]:<14} {r.image:<24} {command:<24} {_status(r):<28} {r.name}")
+    return 0
+
+
+def _cmd_rm(state: StateDir, args: argparse.Namespace) -> int:
+    store = ContainerStore(state)
+
+    def remove(record: ContainerRecord) -> None:
+        if record.status is Status.RUNNING:
+            if not args.force:
+                raise VmpodError(f"cannot remove container {record.name}: it is running", "stop it first, or use rm -f")
+            detached.kill(state, record, signal.SIGKILL)
+            detached.wait_until_exited(state, record.id)
+        store.remove(record.id)
+
+    return _each(state, args.containers, remove)
+
+
+def _cmd_stop(state: StateDir, args: argparse.Namespace) -> int:
+    return _each(state, args.containers, lambda r: detached.stop(state, r, args.time))
+
+
+def _cmd_kill(state: StateDir, args: argparse.Namespace) -> int:
+    name = args.signal.upper().removeprefix("SIG")
+    try:
+        signo = int(name) if name.isdigit() else int(signal.Signals[f"SIG{name}"])
+    except KeyError:
+        raise VmpodError(f"invalid signal: {args.signal}", "use a name like TERM or a number") from None
+    return _each(state, args.containers, lambda r: detached.kill(state, r, signo))
+
+
+def _cmd_wait(state: StateDir, args: argparse.Namespace) -> int:
+    store = ContainerStore(state)
+    for text in args.containers:
+        print(detached.wait_until_exited(state, store.find(text).id).exit_code)
+    return 0
+
+
+def _print_log(record: Record, with_time: bool) -> None:
+    stream = sys.stderr.buffer if record.stream == STDERR else sys.stdout.buffer
+    if with_time:
+        stream.write(timestamp(record.time_ns).encode() + b" ")
+    stream.write(record.data)
+    stream.flush()
+
+
+def _cmd_logs(state: StateDir, args: argparse.Namespace) -> int:
+    record = ContainerStore(state).find(args.container)
+    path = detached.log_path(state, record)
+    if not path.exists():
+        raise VmpodError(f"container {args.container} has no logs", "logs are kept for containers run with -d")
+    chunks = list(read_records(path))
+    offset = chunks[-1][1] if chunks else 0
+    shown = lines([r for r, _ in chunks])
+    if args.tail != "all":
+        count = int(args.tail)
+        shown = shown[-count:] if count > 0 else []
+    for line in shown:
+        _print_log(line, args.timestamps)
+    while args.follow:
+        # Whether it still runs is read before the log, so output written just before it stopped is shown.
+        running = ContainerStore(state).get(record.id).status is Status.RUNNING
+        new = list(read_records(path, offset))
+        for chunk, _ in new:
+            _print_log(chunk, args.timestamps)
+        if new:
+            offset = new[-1][1]
+        elif not running:
+            return 0
+        else:
+            time.sleep(detached.POLL_S)
+    return 0
+
+
+def _cmd_exec(state: StateDir, args: argparse.Namespace) -> int:
+    record = ContainerStore(state).find(args.container)
+    if record.status is not Status.RUNNING:
+        raise VmpodError(f"container {args.container} is not running", "start it first")
+    if not args.command:
+        raise VmpodError("exec needs a command", "vmpod exec CONTAINER COMMAND [ARG...]")
+    request = {
+        "op": "exec",
+        "args": args.command,
+        "env": args.env or [],
+        "workdir": args.workdir or "",
+        "user": args.user or "",
+        "tty": args.tty,
+        "interactive": args.interactive,
+        "detach": args.detach,
+    }
+    return exec_in(ContainerStore(state).directory(record.id), request)
+
+
+def _cmd_inspect(state: StateDir, args: argparse.Namespace) -> int:
+    store = ContainerStore(state)
+    out: list[dict[str, Any]] = []
+    failed = 0
+    for text in args.containers:
+        try:
+            record = store.find(text)
+        except VmpodError as e:
+            print(f"vmpod: error: {e}", file=sys.stderr)
+            failed = 1
+            continue
+        out.append(_inspect(record))
+    print(json.dumps(out, indent=4))
+    return failed
+
+
+def _iso(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).isoformat() if moment else "0001-01-01T00:00:00Z"
+
+
+def _inspect(record: ContainerRecord) -> dict[str, Any]:
+    return {
+        "Id": record.id,
+        "Name": "/" + record.name,
+        "Created": _iso(record.created),
+        "Path": record.command[0] if record.command else "",
+        "Args": list(record.command[1:]),
+        "Image": record.image_id,
+        "Config": {"Image": record.image, "Cmd": list(record.command)},
+        "State": {
+            "Status": record.status.value,
+            "Running": record.status is Status.RUNNING,
+            "Pid": record.pid,
+            "ExitCode": record.exit_code if record.exit_code is not None else 0,
+            "FinishedAt": _iso(record.finished),
+        },
+    }
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("ps", help="list containers")
+    p.add_argument("-a", "--all", action="store_true", help="include stopped containers")
+    p.add_argument("-q", "--quiet", action="store_true", help="only IDs")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(handler=_cmd_ps)
+
+    p = sub.add_parser("rm", help="remove containers")
+    p.add_argument("-f", "--force", action="store_true", help="kill and remove running containers")
+    p.add_argument("-v", "--volumes", action="store_true", help="accepted for Docker compatibility")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.set_defaults(handler=_cmd_rm)
+
+    p = sub.add_parser("stop", help="stop containers: SIGTERM, then SIGKILL after the grace period")
+    p.add_argument("-t", "--time", type=float, default=10, help="seconds before SIGKILL (default 10)")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.set_defaults(handler=_cmd_stop)
+
+    p = sub.add_parser("kill", help="send a signal to containers' main process")
+    p.add_argument("-s", "--signal", default="KILL", help="signal name or number (default KILL)")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.set_defaults(handler=_cmd_kill)
+
+    p = sub.add_parser("wait", help="wait for containers to stop and print their exit codes")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.set_defaults(handler=_cmd_wait)
+
+    p = sub.add_parser("logs", help="show a container's output")
+    p.add_argument("-f", "--follow", action="store_true", help="keep following until the container stops")
+    p.add_argument("-n", "--tail", default="all", help="number of lines from the end (default all)")
+    p.add_argument("-t", "--timestamps", action="store_true", help="show timestamps")
+    p.add_argument("container", metavar="CONTAINER")
+    p.set_defaults(handler=_cmd_logs)
+
+    p = sub.add_parser("exec", help="run a command in a running container")
+    p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
+    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
+    p.add_argument("-d", "--detach", action="store_true", help="run in the background")
+    p.add_argument("-e", "--env", action="append", metavar="KEY=VALUE", help="set an environment variable")
+    p.add_argument("-w", "--workdir", metavar="DIR", help="working directory")
+    p.add_argument("-u", "--user", metavar="USER[:GROUP]", help="user name or UID, optional group")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
+    p.set_defaults(handler=_cmd_exec)
+
+    p = sub.add_parser("inspect", help="show containers' details as JSON")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.set_defaults(handler=_cmd_inspect)

@@ -1,0 +1,92 @@
+"""Containers that outlive the command: `run -d` starts a supervisor; the other verbs talk to it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from vmpod.container import control
+from vmpod.container.logs import LOG_NAME, Record, lines, read_records
+from vmpod.container.state import ContainerRecord, ContainerStore, Status
+from vmpod.container.vm import RunOptions, create_container_disk, prepare
+from vmpod.errors import VmpodError
+from vmpod.paths import StateDir
+from vmpod.run import log
+
+POLL_S = 0.1
+
+
+def start_detached(state: StateDir, options: RunOptions, debug: bool = False) -> ContainerRecord:
+    """Creates the container, hands it to a new supervisor, and returns once it runs (or failed)."""
+    prepared = prepare(state, options)
+    containers = ContainerStore(state)
+    directory = create_container_disk(containers, prepared)
+    containers.save(prepared.record)
+    prepared.save(directory)
+    read_end, write_end = os.pipe()
+    argv = [
+        sys.executable,
+        "-m",
+        "vmpod.container.supervisor",
+        "--root",
+        str(state.root),
+        "--ready-fd",
+        str(write_end),
+        *(["--debug"] if debug else []),
+        prepared.record.id,
+    ]
+    log.debug("+ %s", " ".join(argv))
+    try:
+        subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            pass_fds=(write_end,),
+            start_new_session=True,
+            env={**os.environ},
+        )
+    finally:
+        os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        line = reader.readline(control.MAX_REQUEST + 1)
+    if not line:
+        raise VmpodError("the container's supervisor died while starting", f"see {directory / 'supervisor.log'}")
+    control.raise_for(control.decode(line))
+    return containers.get(prepared.record.id)
+
+
+def stop(state: StateDir, record: ContainerRecord, timeout: float) -> None:
+    if record.status is not Status.RUNNING:
+        return
+    directory = ContainerStore(state).directory(record.id)
+    control.call(directory, {"op": "stop", "timeout": timeout})
+    wait_until_exited(state, record.id)
+
+
+def kill(state: StateDir, record: ContainerRecord, signo: int) -> None:
+    if record.status is not Status.RUNNING:
+        raise VmpodError(f"container {record.name} is not running")
+    control.call(ContainerStore(state).directory(record.id), {"op": "kill", "signal": signo})
+
+
+def wait_until_exited(state: StateDir, container_id: str) -> ContainerRecord:
+    containers = ContainerStore(state)
+    while True:
+        record = containers.get(container_id)
+        if record.status is Status.EXITED:
+            return record
+        time.sleep(POLL_S)
+
+
+def log_lines(state: StateDir, record: ContainerRecord, follow: bool) -> list[Record]:
+    """The container's output so far, as lines (following is done by the caller through offsets)."""
+    path = ContainerStore(state).directory(record.id) / LOG_NAME
+    return lines([r for r, _ in read_records(path)])
+
+
+def log_path(state: StateDir, record: ContainerRecord) -> Path:
+    return ContainerStore(state).directory(record.id) / LOG_NAME

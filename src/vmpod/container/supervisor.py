@@ -1,0 +1,268 @@
+"""The supervisor of one detached container: owns its VM, keeps its log and exit status, serves the CLI.
+
+Started by `vmpod run -d` as `python -m vmpod.container.supervisor --root ROOT [--ready-fd N] ID` in a
+new session, it outlives the CLI (as conmon or a containerd shim does). QEMU dies with it
+(PR_SET_PDEATHSIG), so a hypervisor never runs without the process that owns its container. On the
+ready fd it reports once, as one JSON line, whether the container started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from contextlib import ExitStack, suppress
+from pathlib import Path
+from typing import Any
+
+from vmpod.container import control
+from vmpod.container.logs import LOG_NAME, STDERR, STDOUT, LogWriter
+from vmpod.container.state import OVERLAY, ContainerStore, Status, now, start_time
+from vmpod.container.users import resolve_user
+from vmpod.container.vm import (
+    Prepared,
+    RunningVm,
+    exit_code,
+    launch,
+    open_disk,
+    shutdown,
+    start_error,
+    start_process,
+)
+from vmpod.errors import ExitCode, VmpodError
+from vmpod.guest.codec import ProtocolError, decode_fields, decode_header, encode_fields, encode_frame
+from vmpod.guest.messages import HEADER_SIZE, MAX_DATA, Field, Message
+from vmpod.guest.session import AgentError, AgentSession, ExitStatus, OutputSink, ProcessSpec
+from vmpod.image.config import merge_env
+from vmpod.paths import StateDir
+from vmpod.rootfs.disk import BaseDisk
+
+log = logging.getLogger("vmpod")
+KILL_WAIT_S = 10.0
+_CLIENT_FIELDS = frozenset({Field.ROWS, Field.COLS, Field.SIGNO})
+
+
+class _Reporter:
+    """Tells the starting CLI, once, whether the container started."""
+
+    fd: int | None = None
+
+    @classmethod
+    def report(cls, message: dict[str, Any]) -> None:
+        if cls.fd is not None:
+            with suppress(OSError):
+                os.write(cls.fd, control.encode(message))
+                os.close(cls.fd)
+            cls.fd = None
+
+
+_report = _Reporter.report
+
+
+async def _discard(process: int, kind: Message, data: bytes) -> None:
+    return None
+
+
+class Supervisor:
+    def __init__(self, state: StateDir, prepared: Prepared, vm: RunningVm) -> None:
+        self.containers = ContainerStore(state)
+        self.prepared = prepared
+        self.directory = self.containers.directory(prepared.record.id)
+        self.vm = vm
+        self.log = LogWriter(self.directory / LOG_NAME)
+        self.session = AgentSession(vm.channel, self._to_log)
+        self.clients: set[asyncio.Task[None]] = set()
+
+    async def _to_log(self, process: int, kind: Message, data: bytes) -> None:
+        self.log.write(STDOUT if kind is Message.STDOUT else STDERR, data)
+
+    async def run(self) -> int:
+        await self.session.open()
+        try:
+            try:
+                await start_process(self.session, self.vm, self.prepared.process)
+            except ProtocolError as e:
+                raise VmpodError(f"the VM failed: {e}", self.vm.console_hint()) from None
+            path = self.directory / control.SOCKET_NAME
+            old_umask = os.umask(0o177)  # the socket is the owner's only
+            try:
+                server = await asyncio.start_unix_server(self._client, path=str(path), limit=control.MAX_REQUEST)
+            finally:
+                os.umask(old_umask)
+            me = os.getpid()
+            self.containers.update(self.prepared.record, status=Status.RUNNING, pid=me, pid_start=start_time(me))
+            _report({"ok": True})
+            status = await self.session.wait_exit()
+            self.vm.phases.mark("exited")
+            server.close()
+            path.unlink(missing_ok=True)
+            await shutdown(self.session, self.vm)
+            return exit_code(status)
+        finally:
+            await self.session.close()
+            self.log.close()
+
+    # --- clients -----------------------------------------------------------------------------------
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = control.decode(await reader.readline())
+            op = request.get("op")
+            if op == "stop":
+                await self._stop(float(request.get("timeout", 10)))
+                writer.write(control.encode({"ok": True}))
+            elif op == "kill":
+                await self.session.signal(int(request.get("signal", signal.SIGKILL)))
+                writer.write(control.encode({"ok": True}))
+            elif op == "exec":
+                await self._exec(request, reader, writer)
+            else:
+                raise VmpodError(f"unknown control request {op!r}")
+        except VmpodError as e:
+            writer.write(control.encode(control.error_reply(e)))
+        except AgentError as e:
+            writer.write(control.encode(control.error_reply(VmpodError(e.message))))
+        except (ValueError, TypeError, KeyError) as e:
+            writer.write(control.encode(control.error_reply(VmpodError(f"bad control request: {e}"))))
+        except (ConnectionError, asyncio.IncompleteReadError, ProtocolError):
+            pass
+        finally:
+            with suppress(ConnectionError):
+                await writer.drain()
+            writer.close()
+
+    async def _stop(self, timeout: float) -> None:
+        """SIGTERM (or the image's stop signal), then SIGKILL after the grace period, as `docker stop`."""
+        main_exit = asyncio.shield(self.session.wait_exit())
+        for signo, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, KILL_WAIT_S)):
+            with suppress(AgentError):
+                await self.session.signal(signo)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(main_exit), wait)
+                return
+
+    def _exec_spec(self, request: dict[str, Any]) -> ProcessSpec:
+        main = self.prepared.process
+        args = request["args"]
+        if not isinstance(args, list) or not args or not all(isinstance(a, str) for a in args):
+            raise VmpodError("exec needs a command", "give a command after the container")
+        uid, gid, groups = main.uid, main.gid, main.groups
+        home = next((e[5:] for e in main.env if e.startswith("HOME=")), "/")
+        if request.get("user"):
+            disk = BaseDisk(Path(self.prepared.record.disk).parent)
+            user = resolve_user(str(request["user"]), disk.user_database("passwd"), disk.user_database("group"))
+            uid, gid, groups, home = user.uid, user.gid, user.groups, user.home
+        env = merge_env(main.env, [str(e) for e in request.get("env", [])])
+        if request.get("user"):
+            env = merge_env(env, [f"HOME={home}"])
+        return ProcessSpec(
+            args=tuple(args),
+            env=env,
+            cwd=str(request.get("workdir") or main.cwd),
+            uid=uid,
+            gid=gid,
+            groups=groups,
+            terminal=bool(request.get("tty")),
+            stdin_open=bool(request.get("interactive")),
+            root_device="",
+            rows=int(request.get("rows", 24)),
+            cols=int(request.get("cols", 80)),
+        )
+
+    async def _exec(self, request: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        spec = self._exec_spec(request)
+        client_gone = asyncio.Event()
+
+        async def to_client(process: int, kind: Message, data: bytes) -> None:
+            # A client that went away must not stall or end the container: its output is dropped.
+            if client_gone.is_set():
+                return
+            try:
+                writer.write(encode_frame(kind, 0, data))
+                await writer.drain()
+            except ConnectionError:
+                client_gone.set()
+
+        sink: OutputSink = _discard if request.get("detach") else to_client
+        try:
+            handle = await self.session.exec(spec, sink)
+        except AgentError as e:
+            raise start_error(e) from None
+        writer.write(control.encode({"ok": True}))
+        if request.get("detach"):
+            return
+        await writer.drain()
+        pump = asyncio.create_task(self._from_client(reader, handle, client_gone))
+        try:
+            status = await self.session.wait_exit(handle)
+        finally:
+            pump.cancel()
+        writer.write(encode_frame(Message.EXIT, 0, encode_fields(_exit_fields(status))))
+
+    async def _from_client(self, reader: asyncio.StreamReader, handle: int, gone: asyncio.Event) -> None:
+        try:
+            while True:
+                header = decode_header(await reader.readexactly(HEADER_SIZE))
+                payload = await reader.readexactly(header.length)
+                if header.type is Message.STDIN and len(payload) <= MAX_DATA:
+                    await self.session.send_stdin(payload, handle)
+                elif header.type is Message.STDIN_CLOSE:
+                    await self.session.close_stdin(handle)
+                elif header.type is Message.RESIZE:
+                    fields = decode_fields(payload, _CLIENT_FIELDS)
+                    with suppress(AgentError):
+                        await self.session.resize(fields.u32(Field.ROWS) or 24, fields.u32(Field.COLS) or 80, handle)
+                elif header.type is Message.SIGNAL:
+                    with suppress(AgentError):
+                        await self.session.signal(decode_fields(payload, _CLIENT_FIELDS).u32(Field.SIGNO) or 15, handle)
+                else:
+                    raise ProtocolError(f"unexpected {header.type.name} from a client")
+        except (asyncio.IncompleteReadError, ConnectionError, ProtocolError):
+            gone.set()
+            with suppress(AgentError, ProtocolError):
+                await self.session.close_stdin(handle)
+
+
+def _exit_fields(status: ExitStatus) -> list[tuple[Field, int]]:
+    if status.signal is not None:
+        return [(Field.EXIT_SIGNAL, status.signal)]
+    return [(Field.EXIT_CODE, status.code or 0)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vmpod-supervisor")
+    parser.add_argument("--root", required=True)
+    parser.add_argument("--debug", action="store_true")
+    parser.add_argument("--ready-fd", type=int)
+    parser.add_argument("container_id")
+    args = parser.parse_args(argv)
+    state = StateDir(Path(args.root))
+    containers = ContainerStore(state)
+    directory = containers.directory(args.container_id)
+    logging.basicConfig(
+        filename=directory / "supervisor.log",
+        format="%(asctime)s %(message)s",
+        level=logging.DEBUG if args.debug else logging.WARNING,
+    )
+    _Reporter.fd = args.ready_fd
+    prepared = Prepared.load(directory)
+    code: int = ExitCode.ENGINE
+    try:
+        with ExitStack() as stack:
+            vm = launch(stack, state, prepared, open_disk(stack, directory / OVERLAY), quiet=True)
+            code = asyncio.run(Supervisor(state, prepared, vm).run())
+    except VmpodError as e:
+        _report(control.error_reply(e))
+        log.warning("%s", e)
+        code = e.exit_code
+    finally:
+        if (directory / "container.json").exists():  # unless `rm -f` removed it meanwhile
+            record = containers.get(args.container_id)
+            containers.update(record, status=Status.EXITED, pid=0, exit_code=code, finished=now())
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
