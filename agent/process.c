@@ -71,9 +71,30 @@ void proc_update_watches(void)
     }
 }
 
+/* An exec'd process is forgotten once its EXIT is out: its handle may be used again. */
+static void proc_free(struct proc *p)
+{
+    close_stream(&p->out_fd, &p->out_ev);
+    close_stream(&p->err_fd, &p->err_ev);
+    close_stream(&p->in_fd, &p->in_ev);
+    free(p->in_buf);
+    memset(p, 0, sizeof *p);
+}
+
+static int exec_pending(void)
+{
+    for (int i = 0; i < MAX_PROCS; i++)
+        if (procs[i].used && procs[i].handle != VMPOD_MAIN_PROCESS)
+            return 1;
+    return 0;
+}
+
 static void maybe_send_exit(struct proc *p)
 {
     if (!p->exited || p->exit_sent || p->out_fd >= 0 || p->err_fd >= 0)
+        return;
+    /* The main process's EXIT ends the run on the host: every exec'd process reports first. */
+    if (p->handle == VMPOD_MAIN_PROCESS && exec_pending())
         return;
     p->exit_sent = 1;
     if (p->pty_fd >= 0)
@@ -82,6 +103,12 @@ static void maybe_send_exit(struct proc *p)
         send_u32(VMPOD_MSG_EXIT, p->handle, VMPOD_F_EXIT_SIGNAL, (uint32_t)WTERMSIG(p->status));
     else
         send_u32(VMPOD_MSG_EXIT, p->handle, VMPOD_F_EXIT_CODE, (uint32_t)WEXITSTATUS(p->status));
+    if (p->handle == VMPOD_MAIN_PROCESS)
+        return;
+    proc_free(p);
+    struct proc *m = proc_find(VMPOD_MAIN_PROCESS);
+    if (m)
+        maybe_send_exit(m);  /* it may have been waiting for this one */
 }
 
 /* Nobody will read stdin any more: drop what is pending but acknowledge it, so the host's window
@@ -167,12 +194,17 @@ void proc_event(int kind, int slot)
         pump_output(p, kind);
 }
 
-static void kill_tree(struct proc *p)
+/* As the end of a PID namespace would: as PID 1 everyone but us; in host test mode only the
+ * process groups (sessions) of our own children, whose pgid is their pid (setsid). */
+void proc_kill_all(void)
 {
-    if (is_pid1())
-        kill(-1, SIGKILL);  /* as the end of a PID namespace would: everyone but us */
-    else if (p->pid > 1)
-        kill(-p->pid, SIGKILL);  /* host test mode: only the child's own session/group */
+    if (is_pid1()) {
+        kill(-1, SIGKILL);
+        return;
+    }
+    for (int i = 0; i < MAX_PROCS; i++)
+        if (procs[i].used && !procs[i].exit_sent && procs[i].pid > 1)
+            kill(-procs[i].pid, SIGKILL);
 }
 
 static void proc_exited(struct proc *p, int status)
@@ -180,7 +212,7 @@ static void proc_exited(struct proc *p, int status)
     p->exited = 1;
     p->status = status;
     if (p->handle == VMPOD_MAIN_PROCESS)
-        kill_tree(p);
+        proc_kill_all();  /* only the main process's end ends the container */
     stdin_drop(p);
     maybe_send_exit(p);
 }
@@ -197,13 +229,6 @@ void proc_reap(int sfd)
         for (int i = 0; i < MAX_PROCS; i++)
             if (procs[i].used && procs[i].pid == pid && !procs[i].exited)
                 proc_exited(&procs[i], st);
-}
-
-void proc_kill_all(void)
-{
-    for (int i = 0; i < MAX_PROCS; i++)
-        if (procs[i].used && !procs[i].exited)
-            kill_tree(&procs[i]);
 }
 
 int proc_stdin(struct proc *p, const uint8_t *data, size_t n, const char **why)
@@ -343,8 +368,6 @@ pid_t proc_start(uint32_t handle, const struct start_req *r, int *err, char *msg
         snprintf(msg, cap, "too many processes");
         return *err = EAGAIN, -1;
     }
-    if ((e = container_setup(r, msg, cap)))
-        return *err = e, -1;
     /* parent ends: out, err, in; child ends: stdin, stdout, stderr */
     int mine[3] = {-1, -1, -1}, theirs[3] = {-1, -1, -1}, rep[2] = {-1, -1}, pp[2], pty = -1;
     uint8_t *in_buf = NULL;

@@ -1,5 +1,5 @@
-/* Container processes: start, stdio streams with flow control, exit. Keyed by process handle so
- * that further processes (EXEC, a later protocol version) fit next to MAIN_PROCESS. */
+/* Container processes: start, stdio streams with flow control, exit. Keyed by process handle: the
+ * main process (START) is MAIN_PROCESS, further ones (EXEC) take the handle the host chose. */
 #ifndef VMPOD_PROCESS_H
 #define VMPOD_PROCESS_H
 
@@ -8,7 +8,7 @@
 #include <sys/types.h>
 #include "container.h"
 
-#define MAX_PROCS 8
+#define MAX_PROCS 16
 
 struct proc {
     int used;
@@ -27,7 +27,8 @@ struct proc {
 };
 
 struct proc *proc_find(uint32_t handle);
-/* Starts r as process handle; returns the pid, or -1 with *err and msg set. */
+/* Starts r as process handle in the container (set up already); returns the pid, or -1 with *err
+ * and msg set. */
 pid_t proc_start(uint32_t handle, const struct start_req *r, int *err, char *msg, size_t cap);
 /* Brings the epoll registrations in line with credit and pending stdin. */
 void proc_update_watches(void);
@@ -37,7 +38,7 @@ void proc_reap(int sfd);
 int proc_stdin(struct proc *p, const uint8_t *data, size_t n, const char **why);
 int proc_stdin_close(struct proc *p, const char **why);
 int proc_output_ack(struct proc *p, uint32_t count, const char **why);
-/* Kills what is still running (as PID 1: everything; host mode: the process groups). */
+/* Kills what is still running (as PID 1: everything; host mode: our children's process groups). */
 void proc_kill_all(void);
 
 #endif

@@ -22,6 +22,15 @@ static const struct field_spec start_spec[] = {
     {VMPOD_F_ROWS, FK_U32, OPT}, {VMPOD_F_COLS, FK_U32, OPT},
     {VMPOD_F_STDIN_OPEN, FK_U32, REQ}, {0, 0, 0},
 };
+/* START's process fields without the container's (root, hostname): the container exists already. */
+static const struct field_spec exec_spec[] = {
+    {VMPOD_F_PROCESS, FK_U32, REQ},
+    {VMPOD_F_ARG, FK_STR_LIST, REQ}, {VMPOD_F_ENV, FK_STR_LIST, OPT},
+    {VMPOD_F_CWD, FK_STR, REQ}, {VMPOD_F_UID, FK_U32, REQ}, {VMPOD_F_GID, FK_U32, REQ},
+    {VMPOD_F_GROUP, FK_U32_LIST, OPT}, {VMPOD_F_TERMINAL, FK_U32, REQ},
+    {VMPOD_F_ROWS, FK_U32, OPT}, {VMPOD_F_COLS, FK_U32, OPT},
+    {VMPOD_F_STDIN_OPEN, FK_U32, REQ}, {0, 0, 0},
+};
 static const struct field_spec signal_spec[] = {
     {VMPOD_F_PROCESS, FK_U32, REQ}, {VMPOD_F_SIGNO, FK_U32, REQ}, {0, 0, 0},
 };
@@ -69,9 +78,50 @@ static int flag(const struct fields *f, uint16_t tag, const char **why)
     return f->u32[tag] == 1;
 }
 
+/* The process fields shared by START and EXEC, after the flags were checked. */
+static void proc_fields(const struct fields *f, struct start_req *r)
+{
+    r->cwd = dup_str(f->str[VMPOD_F_CWD], f->len[VMPOD_F_CWD]);
+    r->argv = dup_list(f, VMPOD_F_ARG);
+    r->envp = dup_list(f, VMPOD_F_ENV);
+    r->uid = f->u32[VMPOD_F_UID];
+    r->gid = f->u32[VMPOD_F_GID];
+    r->rows = f->u32[VMPOD_F_ROWS];
+    r->cols = f->u32[VMPOD_F_COLS];
+    r->ngroups = f->count[VMPOD_F_GROUP];
+    r->groups = calloc(r->ngroups + 1, sizeof *r->groups);
+    if (!r->groups)
+        die("out of memory");
+    size_t off = 0, i = 0;
+    const uint8_t *v;
+    uint32_t len;
+    while (fields_next(f, VMPOD_F_GROUP, &off, &v, &len))
+        r->groups[i++] = fields_u32_at(v);
+}
+
+static void req_free(struct start_req *r)
+{
+    free(r->root_device), free(r->root_fstype), free(r->cwd), free(r->hostname), free(r->groups);
+    free_list(r->argv);
+    free_list(r->envp);
+}
+
+/* Spawns r as handle and answers OK with its pid, or the ERROR of the failed step. */
+static void spawn(uint32_t id, uint32_t handle, const struct start_req *r)
+{
+    char msg[400];
+    int err = 0;
+    pid_t pid = proc_start(handle, r, &err, msg, sizeof msg);
+    if (pid < 0)
+        send_error(id, err, "%s", msg);
+    else
+        send_ok(id, 1, (uint32_t)pid);
+}
+
+static int started;  /* START was accepted (one container per VM) */
+
 static void on_start(uint32_t id, const uint8_t *p, size_t n)
 {
-    static int started;
     struct fields f;
     const char *why = NULL;
     if (fields_decode(p, n, start_spec, &f, &why) < 0) {
@@ -86,48 +136,61 @@ static void on_start(uint32_t id, const uint8_t *p, size_t n)
         send_error(id, EPROTO, "START: %s", why);
         return;
     }
-    if (started) {  /* one container per VM; later processes will come by EXEC */
+    if (started) {  /* later processes come by EXEC */
         send_error(id, EBUSY, "the container was already started");
         return;
     }
     started = 1;
     r.root_device = dup_str(f.str[VMPOD_F_ROOT_DEVICE], f.len[VMPOD_F_ROOT_DEVICE]);
     r.root_fstype = dup_str(f.str[VMPOD_F_ROOT_FSTYPE], f.len[VMPOD_F_ROOT_FSTYPE]);
-    r.cwd = dup_str(f.str[VMPOD_F_CWD], f.len[VMPOD_F_CWD]);
     if (fields_has(&f, VMPOD_F_HOSTNAME))
         r.hostname = dup_str(f.str[VMPOD_F_HOSTNAME], f.len[VMPOD_F_HOSTNAME]);
-    r.argv = dup_list(&f, VMPOD_F_ARG);
-    r.envp = dup_list(&f, VMPOD_F_ENV);
-    r.uid = f.u32[VMPOD_F_UID];
-    r.gid = f.u32[VMPOD_F_GID];
-    r.rows = f.u32[VMPOD_F_ROWS];
-    r.cols = f.u32[VMPOD_F_COLS];
-    r.ngroups = f.count[VMPOD_F_GROUP];
-    r.groups = calloc(r.ngroups + 1, sizeof *r.groups);
-    if (!r.groups)
-        die("out of memory");
-    size_t off = 0, i = 0;
-    const uint8_t *v;
-    uint32_t len;
-    while (fields_next(&f, VMPOD_F_GROUP, &off, &v, &len))
-        r.groups[i++] = fields_u32_at(v);
-
+    proc_fields(&f, &r);
     char msg[400];
-    int err = 0;
-    pid_t pid = proc_start(VMPOD_MAIN_PROCESS, &r, &err, msg, sizeof msg);
-    if (pid < 0)
+    int err = container_setup(&r, msg, sizeof msg);
+    if (err)
         send_error(id, err, "%s", msg);  /* the host then sends SHUTDOWN */
     else
-        send_ok(id, 1, (uint32_t)pid);
-    free(r.root_device), free(r.root_fstype), free(r.cwd), free(r.hostname), free(r.groups);
-    free_list(r.argv);
-    free_list(r.envp);
+        spawn(id, VMPOD_MAIN_PROCESS, &r);
+    req_free(&r);
 }
 
 static struct proc *live_proc(uint32_t handle)
 {
     struct proc *p = proc_find(handle);
     return p && !p->exited ? p : NULL;
+}
+
+/* EXEC: another process in the running container, under the host's handle. A handle that can never
+ * be valid (0, MAIN_PROCESS) and EXEC before START are host bugs: EINVAL. A container whose main
+ * process has ended (or never started) is a race the host can lose: ESRCH. */
+static void on_exec(uint32_t id, const uint8_t *p, size_t n)
+{
+    struct fields f;
+    const char *why = NULL;
+    if (fields_decode(p, n, exec_spec, &f, &why) < 0) {
+        send_error(id, EPROTO, "EXEC: %s", why);
+        return;
+    }
+    struct start_req r = {0};
+    r.terminal = flag(&f, VMPOD_F_TERMINAL, &why);
+    r.stdin_open = flag(&f, VMPOD_F_STDIN_OPEN, &why);
+    uint32_t handle = f.u32[VMPOD_F_PROCESS];
+    if (why)
+        send_error(id, EPROTO, "EXEC: %s", why);
+    else if (handle <= VMPOD_MAIN_PROCESS)
+        send_error(id, EINVAL, "EXEC: process handle %u is reserved", handle);
+    else if (!started)
+        send_error(id, EINVAL, "EXEC before START");
+    else if (!live_proc(VMPOD_MAIN_PROCESS))
+        send_error(id, ESRCH, "the container is not running");
+    else if (proc_find(handle))
+        send_error(id, EEXIST, "process handle %u is in use", handle);
+    else {
+        proc_fields(&f, &r);
+        spawn(id, handle, &r);
+        req_free(&r);
+    }
 }
 
 static void on_signal(uint32_t id, const struct fields *f)
@@ -200,6 +263,9 @@ void request_handle(const struct frame_hdr *h, const uint8_t *p)
     switch (h->type) {
     case VMPOD_MSG_START:
         on_start(h->id, p, h->len);
+        return;
+    case VMPOD_MSG_EXEC:
+        on_exec(h->id, p, h->len);
         return;
     case VMPOD_MSG_STDIN: case VMPOD_MSG_STDIN_CLOSE: case VMPOD_MSG_OUTPUT_ACK:
         on_stream(h, p);

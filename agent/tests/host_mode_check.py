@@ -4,6 +4,7 @@
 A throwaway check, to be turned into pytest tests: run `python3 agent/tests/host_mode_check.py`.
 It only starts commands on this machine as the current user; the agent does no PID-1 work here.
 """
+import contextlib
 import errno
 import hashlib
 import os
@@ -49,9 +50,15 @@ class Agent:
                                      pass_fds=[guest.fileno()])
         guest.close()
         self.buf = b""
-        self.stdout = bytearray()
-        self.stderr = bytearray()
+        self.out = {}  # (STDOUT or STDERR, process handle) -> bytes
+        self.stdout = self.output(M.STDOUT, 1)
+        self.stderr = self.output(M.STDERR, 1)
+        self.exits = []  # process handles in the order their EXIT arrived
+        self.exit_fields = {}  # handle -> fields of an EXIT not yet waited for
         self.ack_output = True
+
+    def output(self, typ, handle):
+        return self.out.setdefault((typ, handle), bytearray())
 
     def send(self, typ, ident, *fields, raw=None):
         self.host.sendall(frame(typ, ident, raw if raw is not None else b"".join(fields)))
@@ -68,7 +75,7 @@ class Agent:
                     typ = M(typ)
                     if typ in (M.STDOUT, M.STDERR):
                         assert n <= MAX_DATA
-                        (self.stdout if typ == M.STDOUT else self.stderr).extend(p)
+                        self.output(typ, ident).extend(p)
                         if self.ack_output:
                             self.send(M.OUTPUT_ACK, ident, field(F.COUNT, n))
                         continue
@@ -81,22 +88,44 @@ class Agent:
                 raise EOFError("agent closed the channel")
             self.buf += data
 
-    def start(self, args, terminal=0, stdin_open=0, env=("PATH=/usr/bin:/bin",), cwd="/tmp"):
-        fields = [field(F.ROOT_DEVICE, ""), field(F.ROOT_FSTYPE, "")]
-        fields += [field(F.ARG, a) for a in args] + [field(F.ENV, e) for e in env]
+    @staticmethod
+    def process_fields(args, terminal=0, stdin_open=0, env=("PATH=/usr/bin:/bin",), cwd="/tmp"):
+        fields = [field(F.ARG, a) for a in args] + [field(F.ENV, e) for e in env]
         fields += [field(F.CWD, cwd), field(F.UID, os.getuid()), field(F.GID, os.getgid()),
                    field(F.TERMINAL, terminal), field(F.STDIN_OPEN, stdin_open)]
         if terminal:
             fields += [field(F.ROWS, 24), field(F.COLS, 80)]
-        self.send(M.START, 7, *fields)
+        return fields
+
+    def start(self, args, **kw):
+        fields = [field(F.ROOT_DEVICE, ""), field(F.ROOT_FSTYPE, "")]
+        self.send(M.START, 7, *fields, *self.process_fields(args, **kw))
         return self.recv()
 
-    def wait_exit(self):
-        while True:
+    def exec(self, handle, args, *extra, req=8, **kw):
+        self.send(M.EXEC, req, field(F.PROCESS, handle), *self.process_fields(args, **kw), *extra)
+        return self.recv()
+
+    def wait_exit(self, handle=1):
+        """The EXIT of handle; EXITs of other handles on the way are kept for later."""
+        while handle not in self.exit_fields:
             typ, ident, f = self.recv(60)
+            assert typ in (M.EXIT, M.STDIN_ACK), (typ, f)
             if typ == M.EXIT:
-                return f
-            assert typ == M.STDIN_ACK, (typ, f)
+                assert ident not in self.exit_fields, ident
+                self.exits.append(ident)
+                self.exit_fields[ident] = f
+        return self.exit_fields.pop(handle)
+
+    def wait_output(self, handle, needle):
+        while needle not in self.output(M.STDOUT, handle):
+            with contextlib.suppress(TimeoutError):
+                assert self.recv(0.2)[0] == M.STDIN_ACK
+
+    def kill_main(self):
+        self.send(M.SIGNAL, 12, field(F.PROCESS, 1), field(F.SIGNO, 9))
+        assert self.recv()[:2] == (M.OK, 12)
+        assert u32(self.wait_exit(), "EXIT_SIGNAL") == 9
 
     def close(self):
         self.send(M.SHUTDOWN, 99)
@@ -281,6 +310,138 @@ def t_too_long(a):
     assert typ == M.ERROR and u32(f, "ERRNO") == errno.EPROTO
     assert a.proc.wait(5) == 1
     a.close = lambda: None
+
+
+def t_exec(a):
+    a.start(["sleep", "30"])
+    typ, ident, f = a.exec(2, ["/bin/sh", "-c", "echo e; echo f >&2; exit 5"])
+    assert (typ, ident) == (M.OK, 8) and u32(f, "PID") > 1, (typ, f)
+    assert u32(a.wait_exit(2), "EXIT_CODE") == 5
+    assert a.output(M.STDOUT, 2) == b"e\n" and a.output(M.STDERR, 2) == b"f\n", a.out
+    assert not a.stdout and not a.stderr
+    typ, _, f = a.exec(2, ["/bin/true"])  # the handle was forgotten: it can be used again
+    assert typ == M.OK, f
+    assert u32(a.wait_exit(2), "EXIT_CODE") == 0
+    a.kill_main()  # still alive after its exec'd processes ended
+    assert a.exits == [2, 2, 1], a.exits
+
+
+def t_exec_env_cwd(a):
+    a.start(["sleep", "30"])
+    a.exec(3, ["/bin/sh", "-c", "echo $FOO; pwd; cat"], env=("FOO=bar", "PATH=/bin"), cwd="/usr")
+    assert u32(a.wait_exit(3), "EXIT_CODE") == 0
+    assert a.output(M.STDOUT, 3) == b"bar\n/usr\n", a.out  # stdin was /dev/null
+    a.kill_main()
+
+
+def t_exec_stdin(a):
+    a.start(["sleep", "30"])
+    typ, _, f = a.exec(2, ["cat"], stdin_open=1)
+    assert typ == M.OK, f
+    data = os.urandom(2 * STREAM_WINDOW + 77)
+    sent = acked = 0
+    while sent < len(data) or acked < len(data):
+        if sent < len(data) and sent - acked + MAX_DATA <= STREAM_WINDOW:
+            chunk = data[sent:sent + MAX_DATA]
+            a.send(M.STDIN, 2, raw=chunk)
+            sent += len(chunk)
+            continue
+        typ, ident, f = a.recv()
+        assert typ == M.STDIN_ACK and ident == 2, (typ, ident)
+        acked += u32(f, "COUNT")
+    a.send(M.STDIN_CLOSE, 2)
+    assert u32(a.wait_exit(2), "EXIT_CODE") == 0
+    assert a.output(M.STDOUT, 2) == data
+    a.kill_main()
+
+
+def t_exec_terminal(a):
+    a.start(["sleep", "30"])
+    typ, _, f = a.exec(2, ["/bin/sh", "-c", "stty size; read x; echo got $x; stty size"],
+                       terminal=1, stdin_open=1)
+    assert typ == M.OK, f
+    a.wait_output(2, b"24 80")
+    a.send(M.RESIZE, 11, field(F.PROCESS, 2), field(F.ROWS, 33), field(F.COLS, 77))
+    assert a.recv()[:2] == (M.OK, 11)
+    a.send(M.RESIZE, 13, field(F.PROCESS, 1), field(F.ROWS, 33), field(F.COLS, 77))
+    typ, ident, f = a.recv()
+    assert (typ, ident) == (M.ERROR, 13) and u32(f, "ERRNO") == errno.ENOTTY  # main: pipes
+    a.send(M.STDIN, 2, raw=b"hi\n")
+    assert u32(a.wait_exit(2), "EXIT_CODE") == 0
+    out = a.output(M.STDOUT, 2)
+    assert b"got hi" in out and out.rstrip().endswith(b"33 77") and not a.output(M.STDERR, 2), out
+    a.kill_main()
+
+
+def t_exec_output(a):
+    """Two exec'd processes stream at once, each within its own window."""
+    n = 4 << 20
+    a.start(["sleep", "30"])
+    for h in (2, 3):
+        assert a.exec(h, ["head", "-c", str(n), "/dev/zero"])[0] == M.OK
+    a.wait_exit(2), a.wait_exit(3)
+    assert len(a.output(M.STDOUT, 2)) == n and len(a.output(M.STDOUT, 3)) == n
+    a.kill_main()
+
+
+def t_exec_signal(a):
+    a.start(["sleep", "30"])
+    a.exec(4, ["sleep", "30"])
+    a.send(M.SIGNAL, 12, field(F.PROCESS, 4), field(F.SIGNO, 15))
+    assert a.recv()[:2] == (M.OK, 12)
+    assert u32(a.wait_exit(4), "EXIT_SIGNAL") == 15
+    a.send(M.SIGNAL, 14, field(F.PROCESS, 4), field(F.SIGNO, 15))
+    typ, _, f = a.recv()
+    assert typ == M.ERROR and u32(f, "ERRNO") == errno.ESRCH, f
+    a.kill_main()
+
+
+def t_exec_missing(a):
+    a.start(["sleep", "30"])
+    typ, ident, f = a.exec(2, ["no-such-command-xyz"])
+    assert (typ, ident) == (M.ERROR, 8) and u32(f, "ERRNO") == errno.ENOENT, (typ, f)
+    assert f["MESSAGE"][0] == b'exec: "no-such-command-xyz": executable file not found in $PATH'
+    typ, _, f = a.exec(2, ["/bin/true"], cwd="/no/such/dir")
+    assert typ == M.ERROR and u32(f, "ERRNO") == errno.ENOENT, f
+    assert a.exec(2, ["/bin/true"])[0] == M.OK  # failed EXECs took no handle
+    a.wait_exit(2)
+    a.kill_main()
+
+
+def t_exec_errors(a):
+    typ, ident, f = a.exec(2, ["/bin/true"])
+    assert (typ, ident) == (M.ERROR, 8) and u32(f, "ERRNO") == errno.EINVAL, f  # before START
+    a.start(["sleep", "30"])
+    for h in (0, 1):
+        typ, _, f = a.exec(h, ["/bin/true"])
+        assert typ == M.ERROR and u32(f, "ERRNO") == errno.EINVAL, (h, f)
+    assert a.exec(2, ["sleep", "30"])[0] == M.OK
+    typ, _, f = a.exec(2, ["/bin/true"])
+    assert typ == M.ERROR and u32(f, "ERRNO") == errno.EEXIST, f
+    for extra in (field(F.ROOT_DEVICE, ""), field(F.HOSTNAME, "h"), field(F.PROCESS, 3),
+                  field(F.SIGNO, 1)):
+        typ, _, f = a.exec(3, ["/bin/true"], extra)
+        assert typ == M.ERROR and u32(f, "ERRNO") == errno.EPROTO, f
+    a.send(M.EXEC, 9, *Agent.process_fields(["/bin/true"]))  # no PROCESS
+    typ, ident, f = a.recv()
+    assert (typ, ident) == (M.ERROR, 9) and u32(f, "ERRNO") == errno.EPROTO, f
+    a.kill_main()
+    assert a.exits == [2, 1], a.exits
+    typ, _, f = a.exec(3, ["/bin/true"])
+    assert typ == M.ERROR and u32(f, "ERRNO") == errno.ESRCH, f  # the container has ended
+
+
+def t_exec_main_exits(a):
+    """The main process's end kills the exec'd ones; their EXITs come before the main one's."""
+    a.start(["cat"], stdin_open=1)
+    assert a.exec(2, ["sleep", "30"])[0] == M.OK
+    assert a.exec(3, ["/bin/sh", "-c", "echo x; sleep 30"], terminal=1)[0] == M.OK
+    assert a.exec(4, ["/bin/sh", "-c", "sleep 30 & echo bg; wait"])[0] == M.OK
+    a.wait_output(3, b"x"), a.wait_output(4, b"bg")
+    a.send(M.STDIN_CLOSE, 1)
+    f = a.wait_exit(1)
+    assert u32(f, "EXIT_CODE") == 0 and sorted(a.exits[:3]) == [2, 3, 4] and a.exits[3] == 1, a.exits
+    assert a.output(M.STDOUT, 4) == b"bg\n"
 
 
 def t_host_hangup(a):

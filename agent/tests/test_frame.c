@@ -72,8 +72,10 @@ static void test_header_bad(void)
 
 static void test_types(void)
 {
-    CHECK(frame_type_known(VMPOD_MSG_START) && frame_type_known(VMPOD_MSG_EXIT));
-    CHECK(!frame_type_known(0) && !frame_type_known(4) && !frame_type_known(39));
+    CHECK(frame_type_known(VMPOD_MSG_START) && frame_type_known(VMPOD_MSG_EXEC) &&
+          frame_type_known(VMPOD_MSG_EXIT));
+    CHECK(!frame_type_known(0) && !frame_type_known(4) && !frame_type_known(21) &&
+          !frame_type_known(39));
 }
 
 static void test_fields_round_trip(void)

@@ -10,7 +10,10 @@ SIGNAL from the client. The socket lives in the container's 0700 directory and i
 from __future__ import annotations
 
 import json
+import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +49,21 @@ def raise_for(reply: dict[str, Any]) -> dict[str, Any]:
     return reply
 
 
+@contextmanager
+def socket_path(directory: Path) -> Iterator[str]:
+    """A short name for the socket: AF_UNIX paths are limited to 108 bytes, container paths are long."""
+    fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{fd}/{SOCKET_NAME}"
+    finally:
+        os.close(fd)
+
+
 def connect(directory: Path) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.connect(str(directory / SOCKET_NAME))
+        with socket_path(directory) as path:
+            sock.connect(path)
     except OSError:
         sock.close()
         raise VmpodError("the container is not running", "start it, or see `vmpod ps -a`", ExitCode.ENGINE) from None

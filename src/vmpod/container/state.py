@@ -102,12 +102,13 @@ class ContainerStore:
 
 
 def start_time(pid: int) -> int:
-    """The process's start time in clock ticks since boot (0 if it is gone)."""
+    """The process's start time in clock ticks since boot (0 if it is gone, or a zombie)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return 0
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    fields = stat.rsplit(")", 1)[1].split()
+    return 0 if fields[0] in ("Z", "X") else int(fields[19])
 
 
 def alive(pid: int, started: int = 0) -> bool:

@@ -89,13 +89,20 @@ class Supervisor:
             path = self.directory / control.SOCKET_NAME
             old_umask = os.umask(0o177)  # the socket is the owner's only
             try:
-                server = await asyncio.start_unix_server(self._client, path=str(path), limit=control.MAX_REQUEST)
+                with control.socket_path(self.directory) as short_path:
+                    server = await asyncio.start_unix_server(self._client, path=short_path, limit=control.MAX_REQUEST)
             finally:
                 os.umask(old_umask)
             me = os.getpid()
             self.containers.update(self.prepared.record, status=Status.RUNNING, pid=me, pid_start=start_time(me))
             _report({"ok": True})
-            status = await self.session.wait_exit()
+            try:
+                status = await self.session.wait_exit()
+            except ProtocolError as e:  # the hypervisor died, or the guest broke the protocol
+                log.warning("the VM failed: %s (%s)", e, self.vm.console_hint())
+                server.close()
+                path.unlink(missing_ok=True)
+                return ExitCode.ENGINE
             self.vm.phases.mark("exited")
             server.close()
             path.unlink(missing_ok=True)
@@ -257,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
         _report(control.error_reply(e))
         log.warning("%s", e)
         code = e.exit_code
+    except Exception as e:  # a bug: still tell the waiting CLI, and keep the traceback in the log
+        _report(control.error_reply(VmpodError(f"the supervisor failed: {e}")))
+        log.exception("the supervisor failed")
     finally:
         if (directory / "container.json").exists():  # unless `rm -f` removed it meanwhile
             record = containers.get(args.container_id)
