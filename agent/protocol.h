@@ -53,6 +53,10 @@ enum vmpod_field {
     VMPOD_F_EXIT_CODE = 32,
     VMPOD_F_EXIT_SIGNAL = 33,
     VMPOD_F_ROOT_READONLY = 34,
+    VMPOD_F_MOUNT = 35,
+    VMPOD_F_FILE = 36,
+    VMPOD_F_NET_ADDRESS = 37,
+    VMPOD_F_NET_GATEWAY = 38,
 };
 
 #endif

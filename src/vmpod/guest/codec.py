@@ -11,7 +11,7 @@ from vmpod.guest.messages import HEADER_SIZE, MAX_PAYLOAD, Field, Message
 _HEADER = struct.Struct(">IHHI")
 _FIELD = struct.Struct(">HI")
 _U32 = struct.Struct(">I")
-LIST_FIELDS = frozenset({Field.ARG, Field.ENV, Field.GROUP})
+LIST_FIELDS = frozenset({Field.ARG, Field.ENV, Field.GROUP, Field.MOUNT, Field.FILE})
 STREAM_MESSAGES = frozenset({Message.STDIN, Message.STDOUT, Message.STDERR})
 FieldValue = int | str | bytes
 

@@ -67,3 +67,7 @@ class Field(IntEnum):
     EXIT_CODE = 32
     EXIT_SIGNAL = 33
     ROOT_READONLY = 34
+    MOUNT = 35
+    FILE = 36
+    NET_ADDRESS = 37
+    NET_GATEWAY = 38
