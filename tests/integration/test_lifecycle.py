@@ -57,7 +57,9 @@ def test_detached_logs_exec_stop_rm(vmpod: Vmpod) -> None:
     assert (done.returncode, done.stdout) == (6, b"from-exec /tmp\n")
     assert vmpod("exec", "-u", "user", "ticker", "id", "-u", check=True).stdout == b"1000\n"
     data = os.urandom(300_000)
-    assert vmpod("exec", "-i", "ticker", "md5sum", input=data).stdout.split()[0] == hashlib.md5(data).hexdigest().encode()
+    assert (
+        vmpod("exec", "-i", "ticker", "md5sum", input=data).stdout.split()[0] == hashlib.md5(data).hexdigest().encode()
+    )
     assert vmpod("exec", "ticker", "no-such-command").returncode == 127
 
     refused = vmpod("rm", "ticker")
@@ -72,8 +74,15 @@ def test_detached_logs_exec_stop_rm(vmpod: Vmpod) -> None:
 
 
 def test_stop_kills_what_ignores_sigterm_and_kill_sends_signals(vmpod: Vmpod) -> None:
-    _detach(vmpod, "--name", "stubborn", "busybox", "sh", "-c",
-            'trap "" TERM; trap "echo got-usr1" USR1; echo ready; while :; do sleep 0.2; done')
+    _detach(
+        vmpod,
+        "--name",
+        "stubborn",
+        "busybox",
+        "sh",
+        "-c",
+        'trap "" TERM; trap "echo got-usr1" USR1; echo ready; while :; do sleep 0.2; done',
+    )
     _wait_for_log(vmpod, "stubborn", b"ready")
     vmpod("kill", "-s", "USR1", "stubborn", check=True)
     assert b"got-usr1" in _wait_for_log(vmpod, "stubborn", b"got-usr1")

@@ -14,6 +14,7 @@ from vmpod.container import detached
 from vmpod.container.exec_client import exec_in
 from vmpod.container.logs import STDERR, Record, lines, read_records, timestamp
 from vmpod.container.state import ContainerRecord, ContainerStore, Status
+from vmpod.container.volumes import VolumeStore
 from vmpod.errors import VmpodError
 from vmpod.paths import StateDir
 
@@ -59,10 +60,11 @@ def _cmd_ps(state: StateDir, args: argparse.Namespace) -> int:
         for record in records:
             print(json.dumps({**record.to_dict(), "State": record.status.value, "Status": _status(record)}))
     else:
-        print(f"{'CONTAINER ID':<14} {'IMAGE':<24} {'COMMAND':<24} {'STATUS':<28} NAMES")
+        print(f"{'CONTAINER ID':<14} {'IMAGE':<24} {'COMMAND':<24} {'STATUS':<28} {'PORTS':<30} NAMES")
         for r in records:
             command = json.dumps(" ".join(r.command)[:20])
-            print(f"{r.id[:12]:<14} {r.image:<24} {command:<24} {_status(r):<28} {r.name}")
+            ports = ", ".join(r.ports) if r.status is Status.RUNNING else ""
+            print(f"{r.id[:12]:<14} {r.image:<24} {command:<24} {_status(r):<28} {ports:<30} {r.name}")
     return 0
 
 
@@ -194,7 +196,71 @@ def _inspect(record: ContainerRecord) -> dict[str, Any]:
     }
 
 
+def _cmd_port(state: StateDir, args: argparse.Namespace) -> int:
+    for mapping in ContainerStore(state).find(args.container).ports:
+        host, _, container = mapping.partition("->")
+        print(f"{container} -> {host}")
+    return 0
+
+
+def _cmd_volume(state: StateDir, args: argparse.Namespace) -> int:
+    volumes = VolumeStore(state)
+    if args.volume_verb == "create":
+        print(volumes.create(args.name))
+    elif args.volume_verb == "ls":
+        names = volumes.names()
+        print(
+            "\n".join(names) if args.quiet else "\n".join(["DRIVER    VOLUME NAME", *(f"local     {n}" for n in names)])
+        )
+    elif args.volume_verb == "inspect":
+        print(json.dumps([volumes.inspect(n) for n in args.names], indent=4))
+    elif args.volume_verb == "rm":
+        in_use = _volumes_in_use(state)
+        failed = 0
+        for name in args.names:
+            try:
+                if name in in_use and not args.force:
+                    raise VmpodError(f"volume {name} is in use by a container", "remove the container first")
+                volumes.remove(name)
+                print(name)
+            except VmpodError as e:
+                print(f"vmpod: error: {e}", file=sys.stderr)
+                failed = 1
+        return failed
+    return 0
+
+
+def _volumes_in_use(state: StateDir) -> set[str]:
+    from vmpod.container.vm import Prepared
+
+    store = ContainerStore(state)
+    used: set[str] = set()
+    for record in store.all():
+        try:
+            used.update(m.volume for m in Prepared.load(store.directory(record.id)).mounts if m.volume)
+        except (OSError, ValueError, KeyError):
+            continue
+    return used
+
+
 def register(sub: Any) -> None:
+    p = sub.add_parser("port", help="list a container's published ports")
+    p.add_argument("container", metavar="CONTAINER")
+    p.set_defaults(handler=_cmd_port)
+
+    p = sub.add_parser("volume", help="manage named volumes")
+    verbs = p.add_subparsers(dest="volume_verb", metavar="COMMAND", required=True)
+    v = verbs.add_parser("create", help="create a volume")
+    v.add_argument("name", nargs="?", metavar="NAME")
+    v = verbs.add_parser("ls", help="list volumes")
+    v.add_argument("-q", "--quiet", action="store_true", help="only names")
+    v = verbs.add_parser("inspect", help="show volumes as JSON")
+    v.add_argument("names", nargs="+", metavar="VOLUME")
+    v = verbs.add_parser("rm", help="remove volumes")
+    v.add_argument("-f", "--force", action="store_true", help="remove even if a container uses it")
+    v.add_argument("names", nargs="+", metavar="VOLUME")
+    p.set_defaults(handler=_cmd_volume)
+
     p = sub.add_parser("ps", help="list containers")
     p.add_argument("-a", "--all", action="store_true", help="include stopped containers")
     p.add_argument("-q", "--quiet", action="store_true", help="only IDs")

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import getpass
+import json
 import sys
 from typing import Any
 
 from vmpod.cli.progress import familiar, reporter
+from vmpod.container.state import ContainerStore
 from vmpod.errors import VmpodError
+from vmpod.image.credentials import Credentials
+from vmpod.image.inspect import inspect
+from vmpod.image.login import login, logout, registry_domain
 from vmpod.image.manifest import Platform
 from vmpod.image.pull import PullOptions, PullResult, pull
 from vmpod.image.reference import Reference
+from vmpod.image.remove import remove_image, tag
 from vmpod.image.store import ImageStore
 from vmpod.paths import StateDir
+from vmpod.rootfs.disk import remove_base_disk
 
 
 def _tls_verify(text: str) -> bool:
@@ -68,6 +76,70 @@ def pull_if_missing(state: StateDir, text: str) -> None:
     _report(result, sys.stderr)
 
 
+def _cmd_login(state: StateDir, args: argparse.Namespace) -> int:
+    registry = registry_domain(args.registry)
+    username = args.username
+    password = args.password
+    if password is not None:
+        print("WARNING! Using --password via the CLI is insecure. Use --password-stdin.", file=sys.stderr)
+    if args.password_stdin:
+        if password is not None:
+            raise VmpodError("--password and --password-stdin are mutually exclusive")
+        password = sys.stdin.readline().rstrip("\r\n")
+    interactive = sys.stdin.isatty()
+    if not username and interactive:
+        username = input("Username: ").strip()
+    if password is None and interactive:
+        password = getpass.getpass("Password: ")
+    if not username or not password:
+        raise VmpodError("a user name and a password are needed to log in", "use -u USER and --password-stdin")
+    path = login(registry, Credentials(username, password), args.tls_verify)
+    print(f"WARNING! Your password is stored unencrypted in {path}.", file=sys.stderr)
+    print("Login Succeeded")
+    return 0
+
+
+def _cmd_logout(state: StateDir, args: argparse.Namespace) -> int:
+    registry = registry_domain(args.registry)
+    if logout(registry):
+        print(f"Removing login credentials for {registry}")
+    else:
+        print(f"Not logged in to {registry}")
+    return 0
+
+
+def _cmd_tag(state: StateDir, args: argparse.Namespace) -> int:
+    tag(ImageStore(state), args.source, args.target)
+    return 0
+
+
+def _cmd_rmi(state: StateDir, args: argparse.Namespace) -> int:
+    store = ImageStore(state)
+    in_use = {record.image_id: record.id for record in ContainerStore(state).all()}
+    failed = 0
+    for text in args.images:
+        try:
+            removal = remove_image(store, text, args.force, in_use)
+        except VmpodError as e:
+            print(f"vmpod: error: {e}", file=sys.stderr)
+            failed = 1
+            continue
+        for name in removal.untagged:
+            print(f"Untagged: {name}")
+        for image_id in removal.deleted:
+            if image_id not in in_use:
+                remove_base_disk(state, image_id)
+            print(f"Deleted: {image_id}")
+    return failed
+
+
+def _cmd_image_inspect(state: StateDir, args: argparse.Namespace) -> int:
+    store = ImageStore(state)
+    found = [inspect(store, store.lookup(text)) for text in args.images]
+    print(json.dumps(found, indent=4))
+    return 0
+
+
 def register(sub: Any) -> None:
     """Adds the image verbs to the CLI's subcommands."""
     p = sub.add_parser("pull", help="download an image from a registry")
@@ -76,3 +148,31 @@ def register(sub: Any) -> None:
     p.add_argument("--tls-verify", type=_tls_verify, default=True, metavar="BOOL", help="check HTTPS certificates")
     p.add_argument("reference", metavar="NAME[:TAG|@DIGEST]")
     p.set_defaults(handler=_cmd_pull)
+
+    p = sub.add_parser("login", help="log in to a registry (credentials kept in a Docker config.json)")
+    p.add_argument("-u", "--username", help="user name")
+    p.add_argument("-p", "--password", help="password (insecure: prefer --password-stdin)")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    p.add_argument("--tls-verify", type=_tls_verify, default=True, metavar="BOOL", help="check HTTPS certificates")
+    p.add_argument("registry", nargs="?", metavar="REGISTRY", help="default: Docker Hub")
+    p.set_defaults(handler=_cmd_login)
+
+    p = sub.add_parser("tag", help="give an image another name")
+    p.add_argument("source", metavar="SOURCE_IMAGE")
+    p.add_argument("target", metavar="TARGET_IMAGE[:TAG]")
+    p.set_defaults(handler=_cmd_tag)
+
+    p = sub.add_parser("rmi", help="remove images (names; blobs no other image needs)")
+    p.add_argument("-f", "--force", action="store_true", help="remove names in several repositories, or in use")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.set_defaults(handler=_cmd_rmi)
+
+    image = sub.add_parser("image", help="manage images").add_subparsers(dest="image_verb", metavar="COMMAND")
+    image.required = True
+    p = image.add_parser("inspect", help="show an image's details as JSON")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.set_defaults(handler=_cmd_image_inspect)
+
+    p = sub.add_parser("logout", help="forget the credentials of a registry")
+    p.add_argument("registry", nargs="?", metavar="REGISTRY", help="default: Docker Hub")
+    p.set_defaults(handler=_cmd_logout)

@@ -99,6 +99,15 @@ def _cmd_run(state: StateDir, args: argparse.Namespace) -> int:
         memory_bytes=parse_size(args.memory) if args.memory else None,
         kernel=args.kernel,
         dry_run=args.dry_run,
+        network=args.network,
+        publish=tuple(args.publish or ()),
+        publish_all=args.publish_all,
+        add_hosts=tuple(args.add_host or ()),
+        dns=tuple(args.dns or ()),
+        volumes=tuple(args.volume or ()),
+        mounts=tuple(args.mount or ()),
+        tmpfs=tuple(args.tmpfs or ()),
+        read_only=args.read_only,
     )
     if options.detach and not options.dry_run:
         if options.remove:
@@ -179,6 +188,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus", type=float, help="virtual CPUs of the VM")
     p.add_argument("-m", "--memory", metavar="SIZE", help="memory for the container, e.g. 512m")
     p.add_argument("--kernel", metavar="PATH", help="guest kernel to boot (an image, or a stock-kernel directory)")
+    p.add_argument("-p", "--publish", action="append", metavar="[IP:]HOST:CONTAINER[/PROTO]", help="publish a port")
+    p.add_argument("-P", "--publish-all", action="store_true", help="publish every exposed port on a free port")
+    p.add_argument("--network", "--net", default="default", metavar="NAME", help="default, or none")
+    p.add_argument("--add-host", action="append", metavar="NAME:IP", help="add a line to /etc/hosts")
+    p.add_argument("--dns", action="append", metavar="IP", help="a DNS server for /etc/resolv.conf")
+    p.add_argument("-v", "--volume", action="append", metavar="SRC:DST[:ro]", help="a host directory or volume")
+    p.add_argument("--mount", action="append", metavar="type=…,source=…,target=…", help="a mount, Docker's syntax")
+    p.add_argument("--tmpfs", action="append", metavar="PATH[:OPTIONS]", help="a tmpfs mount")
+    p.add_argument("--read-only", action="store_true", help="mount the container's root read-only")
     p.add_argument("--dry-run", action="store_true", help="print the hypervisor command line, run nothing")
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")

@@ -38,16 +38,25 @@ class ContainerRecord:
     pid_start: int = 0  # that process's start time, to notice pid reuse
     exit_code: int | None = None
     finished: float = 0.0
+    ports: tuple[str, ...] = ()  # published ports, as `ps` shows them
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["command"] = list(self.command)
+        data["ports"] = list(self.ports)
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ContainerRecord:
         try:
-            return cls(**{**data, "command": tuple(data["command"]), "status": Status(data["status"])})
+            return cls(
+                **{
+                    **data,
+                    "command": tuple(data["command"]),
+                    "ports": tuple(data.get("ports", ())),
+                    "status": Status(data["status"]),
+                }
+            )
         except (KeyError, TypeError, ValueError) as e:
             raise VmpodError(f"container record is damaged: {e}") from None
 

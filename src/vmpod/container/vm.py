@@ -26,14 +26,26 @@ from pathlib import Path
 from typing import IO, Any
 
 from vmpod.container import terminal
+from vmpod.container.network import (
+    GATEWAY,
+    GUEST_ADDRESS,
+    GUEST_PREFIX,
+    NetworkMode,
+    PortMapping,
+    hosts_file,
+    parse_publish,
+    publish_all,
+    resolv_conf,
+)
 from vmpod.container.spec import ProcessRequest, argv, environment, working_dir
 from vmpod.container.state import OVERLAY, ContainerRecord, ContainerStore, new_id, now
 from vmpod.container.users import resolve_user
+from vmpod.container.volumes import MountSpec, VolumeStore, parse_mount, parse_tmpfs, parse_volume
 from vmpod.errors import ExitCode, VmpodError
 from vmpod.guest.codec import ProtocolError
 from vmpod.guest.session import AgentError, AgentSession, ExitStatus, ProcessSpec
 from vmpod.hypervisor import accel
-from vmpod.hypervisor.base import DiskSpec, LaunchPlan, VmSpec
+from vmpod.hypervisor.base import DiskSpec, LaunchPlan, PortForward, Share, UserNetwork, VmSpec
 from vmpod.hypervisor.qemu import QemuDriver
 from vmpod.image.store import ImageStore
 from vmpod.kernel import cmdline, find_kernel
@@ -65,6 +77,15 @@ class RunOptions:
     memory_bytes: int | None = None
     kernel: str | None = None
     dry_run: bool = False
+    network: str = "default"
+    publish: tuple[str, ...] = ()
+    publish_all: bool = False
+    add_hosts: tuple[str, ...] = ()
+    dns: tuple[str, ...] = ()
+    volumes: tuple[str, ...] = ()
+    mounts: tuple[str, ...] = ()
+    tmpfs: tuple[str, ...] = ()
+    read_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -76,9 +97,19 @@ class Prepared:
     vcpus: int
     memory_mib: int
     kernel: str | None
+    network: NetworkMode = NetworkMode.USER
+    ports: tuple[PortMapping, ...] = ()
+    mounts: tuple[MountSpec, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "record": self.record.to_dict()}
+
+    @property
+    def shares(self) -> tuple[Share, ...]:
+        """Host directories the guest mounts, tagged in the order of the container's mounts."""
+        return tuple(
+            Share(f"vol{index}", Path(m.source), m.readonly) for index, m in enumerate(self.mounts) if m.kind != "tmpfs"
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Prepared:
@@ -89,6 +120,9 @@ class Prepared:
             data["vcpus"],
             data["memory_mib"],
             data["kernel"],
+            NetworkMode(data["network"]),
+            tuple(PortMapping.from_dict(p) for p in data["ports"]),
+            tuple(MountSpec.from_dict(m) for m in data["mounts"]),
         )
 
     def save(self, directory: Path) -> None:
@@ -139,6 +173,22 @@ def prepare(state: StateDir, options: RunOptions) -> Prepared:
     container_id = new_id()
     hostname = request.hostname or container_id[:12]
     process_request = ProcessRequest(**{**request.__dict__, "hostname": hostname})
+    network = NetworkMode.parse(options.network)
+    ports = [parse_publish(p) for p in options.publish]
+    if options.publish_all:
+        ports += publish_all(dict(config.extra.get("ExposedPorts") or {}))
+    if ports and network is NetworkMode.NONE:
+        raise VmpodError("ports cannot be published with --network none")
+    volumes = VolumeStore(state)
+    mounts = [parse_volume(v, volumes) for v in options.volumes]
+    mounts += [parse_mount(m, volumes) for m in options.mounts]
+    mounts += [parse_tmpfs(t) for t in options.tmpfs]
+    networked = network is NetworkMode.USER
+    files = (
+        _file("/etc/hosts", hosts_file(hostname, list(options.add_hosts), networked)),
+        _file("/etc/hostname", hostname + "\n"),
+        _file("/etc/resolv.conf", resolv_conf(list(options.dns), networked)),
+    )
     stdin_tty = request.tty and not options.detach and os.isatty(0)
     rows, cols = terminal.size(0) if stdin_tty else (24, 80)
     process = ProcessSpec(
@@ -154,6 +204,11 @@ def prepare(state: StateDir, options: RunOptions) -> Prepared:
         hostname=hostname,
         rows=rows,
         cols=cols,
+        root_readonly=options.read_only,
+        mounts=_mount_values(mounts),
+        files=files,
+        net_address=f"{GUEST_ADDRESS}/{GUEST_PREFIX}" if networked else "",
+        net_gateway=GATEWAY if networked else "",
     )
     record = ContainerRecord(
         id=container_id,
@@ -163,8 +218,25 @@ def prepare(state: StateDir, options: RunOptions) -> Prepared:
         command=command,
         created=now(),
         disk=str(disk.path),
+        ports=tuple(str(p) for p in ports),
     )
-    return Prepared(record, process, vcpus, memory, options.kernel)
+    return Prepared(record, process, vcpus, memory, options.kernel, network, tuple(ports), tuple(mounts))
+
+
+def _file(path: str, content: str, mode: int = 0o644) -> str:
+    return f"{path}\t{mode:o}\t{content}"
+
+
+def _mount_values(mounts: list[MountSpec]) -> tuple[str, ...]:
+    """MOUNT fields (docs/protocol.md): shares by tag, in the order `Prepared.shares` tags them."""
+    values = []
+    for index, mount in enumerate(mounts):
+        options = ",".join(o for o in ("ro" if mount.readonly else "", mount.options) if o)
+        if mount.kind == "tmpfs":
+            values.append(f"tmpfs\ttmpfs\t{mount.target}\t{options}")
+        else:
+            values.append(f"9p\tvol{index}\t{mount.target}\t{options}")
+    return tuple(values)
 
 
 def create_container_disk(containers: ContainerStore, prepared: Prepared) -> Path:
@@ -203,8 +275,15 @@ def plan_vm(state: StateDir, prepared: Prepared, channel_fd: int, disk: DiskSpec
         accel=choice,
         channel_fd=channel_fd,
         disks=(disk,),
+        network=_user_network(prepared) if prepared.network is NetworkMode.USER else None,
+        shares=prepared.shares,
     )
     return QemuDriver().plan(spec)
+
+
+def _user_network(prepared: Prepared) -> UserNetwork:
+    forwards = (PortForward(p.protocol, p.host_ip, p.host_port, p.container_port) for p in prepared.ports)
+    return UserNetwork(tuple(forwards))
 
 
 class Phases:

@@ -40,7 +40,18 @@ _ACK_FIELDS = frozenset({Field.COUNT})
 _EXIT_FIELDS = frozenset({Field.EXIT_CODE, Field.EXIT_SIGNAL})
 _READY_FIELDS = frozenset({Field.PROTO_VERSION, Field.AGENT_VERSION})
 # START fields that EXEC does not take: the container's root and name are set once.
-_ROOT_ONLY = frozenset({Field.ROOT_DEVICE, Field.ROOT_FSTYPE, Field.ROOT_READONLY, Field.HOSTNAME})
+_ROOT_ONLY = frozenset(
+    {
+        Field.ROOT_DEVICE,
+        Field.ROOT_FSTYPE,
+        Field.ROOT_READONLY,
+        Field.HOSTNAME,
+        Field.MOUNT,
+        Field.FILE,
+        Field.NET_ADDRESS,
+        Field.NET_GATEWAY,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,10 @@ class ProcessSpec:
     hostname: str = ""
     rows: int = 24
     cols: int = 80
+    mounts: tuple[str, ...] = ()  # MOUNT values: TYPE\tSOURCE\tTARGET\tOPTIONS
+    files: tuple[str, ...] = ()  # FILE values: PATH\tMODE\tCONTENT
+    net_address: str = ""
+    net_gateway: str = ""
 
     def fields(self) -> list[tuple[Field, FieldValue]]:
         out: list[tuple[Field, FieldValue]] = [
@@ -70,6 +85,12 @@ class ProcessSpec:
         ]
         if self.hostname:
             out.append((Field.HOSTNAME, self.hostname))
+        out += [(Field.MOUNT, m) for m in self.mounts]
+        out += [(Field.FILE, f) for f in self.files]
+        if self.net_address:
+            out.append((Field.NET_ADDRESS, self.net_address))
+        if self.net_gateway:
+            out.append((Field.NET_GATEWAY, self.net_gateway))
         out += [(Field.ARG, a) for a in self.args]
         out += [(Field.ENV, e) for e in self.env]
         out += [(Field.CWD, self.cwd), (Field.UID, self.uid), (Field.GID, self.gid)]

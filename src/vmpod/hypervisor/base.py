@@ -21,6 +21,30 @@ class DiskSpec:
 
 
 @dataclass(frozen=True)
+class PortForward:
+    protocol: str  # "tcp" or "udp"
+    host_ip: str
+    host_port: int
+    guest_port: int
+
+
+@dataclass(frozen=True)
+class UserNetwork:
+    """A user-mode network (no root needed): the guest reaches out through the host; forwards reach in."""
+
+    forwards: tuple[PortForward, ...] = ()
+
+
+@dataclass(frozen=True)
+class Share:
+    """A host directory the guest mounts by its tag."""
+
+    tag: str
+    path: Path
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
 class VmSpec:
     vcpus: int
     memory_mib: int
@@ -30,6 +54,8 @@ class VmSpec:
     accel: AccelChoice
     channel_fd: int  # one end of a connected stream socket; the agent's channel
     disks: tuple[DiskSpec, ...] = field(default=())
+    network: UserNetwork | None = None
+    shares: tuple[Share, ...] = ()
 
 
 @dataclass(frozen=True)

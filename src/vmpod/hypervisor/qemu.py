@@ -23,6 +23,10 @@ def escape(value: str) -> str:
     return value.replace(",", ",,")
 
 
+def _host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
+
+
 class QemuDriver:
     name = "qemu"
 
@@ -65,6 +69,20 @@ class QemuDriver:
                 "-drive", f"if=none,id=disk{index},file=/dev/fdset/{fdset},format={disk.format},"
                           f"discard=unmap,readonly={'on' if disk.readonly else 'off'}",
                 "-device", f"virtio-blk-device,drive=disk{index}",
+            ]
+        if spec.network is not None:
+            forwards = "".join(
+                f",hostfwd={f.protocol}:{_host(f.host_ip)}:{f.host_port}-:{f.guest_port}" for f in spec.network.forwards
+            )
+            argv += [
+                "-netdev", f"user,id=net0{forwards}",
+                "-device", "virtio-net-device,netdev=net0",
+            ]
+        for share in spec.shares:
+            argv += [
+                "-fsdev", f"local,id={share.tag},path={escape(str(share.path))},security_model=passthrough"
+                          f"{',readonly=on' if share.readonly else ''}",
+                "-device", f"virtio-9p-device,fsdev={share.tag},mount_tag={share.tag}",
             ]
         # fmt: on
         return LaunchPlan(tuple(argv), tuple(fds))

@@ -56,6 +56,11 @@ def import_tarball(store: ImageStore, source: str, name: str, changes: list[str]
         raw: IO[bytes] = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115
     except OSError as e:
         raise VmpodError(f"cannot read {source}: {e.strerror}") from None
+    with store.writing():  # no `rmi` collects the new layer before a name refers to it
+        return _import(store, raw, source, ref, run_config)
+
+
+def _import(store: ImageStore, raw: IO[bytes], source: str, ref: Reference, run_config: RunConfig) -> Image:
     with raw:
         try:
             layer = store.put_stream(_decompressed(raw), verify=_verify_tar)

@@ -108,3 +108,10 @@ def create_overlay(base: Path, path: Path) -> None:
         ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(base), str(path)],
         hint=_QEMU_IMG_HINT,
     )
+
+
+def remove_base_disk(state: StateDir, image_id: str) -> None:
+    """Deletes an image's cached disk (after `rmi`); only for images no container's overlay is backed by."""
+    import shutil
+
+    shutil.rmtree(state.disks / image_id.removeprefix("sha256:"), ignore_errors=True)
