@@ -1,21 +1,24 @@
-"""Container verbs beyond `run`: ps, rm, logs, stop, kill, wait, exec, inspect (Docker's flags)."""
+"""Container verbs beyond `run` (Docker's flags): the lifecycle, logs, exec, inspection, volumes, clean-up."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from vmpod.cli.sizes import human_size
 from vmpod.container import detached
 from vmpod.container.exec_client import exec_in
 from vmpod.container.logs import STDERR, Record, lines, read_records, timestamp
 from vmpod.container.state import ContainerRecord, ContainerStore, Status
 from vmpod.container.volumes import VolumeStore
-from vmpod.errors import VmpodError
+from vmpod.errors import ExitCode, VmpodError
 from vmpod.paths import StateDir
 
 
@@ -35,7 +38,9 @@ def _each(state: StateDir, names: list[str], action: Any) -> int:
 
 def _status(record: ContainerRecord) -> str:
     if record.status is Status.RUNNING:
-        return f"Up {_ago(record.created).removesuffix(' ago')}"
+        return f"Up {_ago(record.started or record.created).removesuffix(' ago')}"
+    if record.status is Status.RESTARTING:
+        return f"Restarting ({record.exit_code if record.exit_code is not None else 0})"
     if record.status is Status.EXITED:
         return f"Exited ({record.exit_code if record.exit_code is not None else 'unknown'}) {_ago(record.finished)}"
     return "Created"
@@ -75,8 +80,7 @@ def _cmd_rm(state: StateDir, args: argparse.Namespace) -> int:
         if record.status is Status.RUNNING:
             if not args.force:
                 raise VmpodError(f"cannot remove container {record.name}: it is running", "stop it first, or use rm -f")
-            detached.kill(state, record, signal.SIGKILL)
-            detached.wait_until_exited(state, record.id)
+            detached.stop(state, record, 0)  # a stop, not a kill: no restart policy brings it back
         store.remove(record.id)
 
     return _each(state, args.containers, remove)
@@ -186,6 +190,8 @@ def _inspect(record: ContainerRecord) -> dict[str, Any]:
         "Args": list(record.command[1:]),
         "Image": record.image_id,
         "Config": {"Image": record.image, "Cmd": list(record.command)},
+        "RestartCount": record.restart_count,
+        "NetworkSettings": {"Ports": list(record.ports)},
         "State": {
             "Status": record.status.value,
             "Running": record.status is Status.RUNNING,
@@ -194,6 +200,179 @@ def _inspect(record: ContainerRecord) -> dict[str, Any]:
             "FinishedAt": _iso(record.finished),
         },
     }
+
+
+def _follow(state: StateDir, record: ContainerRecord, offset: int) -> int:
+    """Prints the container's output from offset on until it stops; returns its exit code (attach)."""
+    path = detached.log_path(state, record)
+    store = ContainerStore(state)
+    while True:
+        current = store.get(record.id)
+        new = list(read_records(path, offset))
+        for chunk, _ in new:
+            _print_log(chunk, False)
+        if new:
+            offset = new[-1][1]
+        elif current.status is Status.EXITED:
+            return current.exit_code if current.exit_code is not None else ExitCode.ENGINE
+        else:
+            time.sleep(detached.POLL_S)
+
+
+def _log_end(state: StateDir, record: ContainerRecord) -> int:
+    path = detached.log_path(state, record)
+    return path.stat().st_size if path.exists() else 0
+
+
+def _cmd_start(state: StateDir, args: argparse.Namespace) -> int:
+    store = ContainerStore(state)
+    if args.attach:
+        record = store.find(args.containers[0])
+        offset = _log_end(state, record)
+        detached.start(state, record, args.debug)
+        return _follow(state, record, offset)
+    return _each(state, args.containers, lambda r: detached.start(state, r, args.debug))
+
+
+def _cmd_restart(state: StateDir, args: argparse.Namespace) -> int:
+    def restart(record: ContainerRecord) -> None:
+        detached.stop(state, record, args.time)
+        detached.start(state, ContainerStore(state).get(record.id), args.debug)
+
+    return _each(state, args.containers, restart)
+
+
+def _cmd_attach(state: StateDir, args: argparse.Namespace) -> int:
+    record = ContainerStore(state).find(args.container)
+    if record.status is not Status.RUNNING:
+        raise VmpodError(f"container {args.container} is not running", "start it first")
+    return _follow(state, record, _log_end(state, record))
+
+
+def _cmd_top(state: StateDir, args: argparse.Namespace) -> int:
+    record = ContainerStore(state).find(args.container)
+    if record.status is not Status.RUNNING:
+        raise VmpodError(f"container {args.container} is not running", "start it first")
+    request = {"op": "exec", "args": ["ps", *(args.ps_args or [])]}
+    return exec_in(ContainerStore(state).directory(record.id), request)
+
+
+def _vm_usage(pid: int) -> tuple[float, int]:
+    """CPU seconds and resident bytes of the hypervisor process."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0, 0
+    ticks = os.sysconf("SC_CLK_TCK")
+    rss = next((int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+    return (int(fields[11]) + int(fields[12])) / ticks, rss
+
+
+def _cmd_stats(state: StateDir, args: argparse.Namespace) -> int:
+    from vmpod.container.vm import Prepared
+
+    store = ContainerStore(state)
+    records = [store.find(c) for c in args.containers] if args.containers else store.all()
+    running = [r for r in records if r.status is Status.RUNNING and r.vm_pid]
+    first = {r.id: (time.monotonic(), _vm_usage(r.vm_pid)) for r in running}
+    time.sleep(0.5)
+    rows = []
+    for record in running:
+        then, (cpu_then, _) = first[record.id]
+        cpu_now, rss = _vm_usage(record.vm_pid)
+        cpu = 100 * (cpu_now - cpu_then) / max(time.monotonic() - then, 1e-6)
+        limit = Prepared.load(store.directory(record.id)).memory_mib << 20
+        rows.append((record, cpu, rss, limit))
+    if args.format == "json":
+        for record, cpu, rss, limit in rows:
+            print(
+                json.dumps(
+                    {
+                        "ID": record.id,
+                        "Name": record.name,
+                        "CPUPerc": f"{cpu:.2f}%",
+                        "MemUsage": rss,
+                        "MemLimit": limit,
+                        "MemPerc": f"{100 * rss / limit:.2f}%",
+                    }
+                )
+            )
+        return 0
+    print(f"{'CONTAINER ID':<14} {'NAME':<20} {'CPU %':<8} {'MEM USAGE / LIMIT':<24} MEM %")
+    for record, cpu, rss, limit in rows:
+        usage = f"{human_size(rss)} / {human_size(limit)}"
+        print(f"{record.id[:12]:<14} {record.name:<20} {cpu:<8.2f} {usage:<24} {100 * rss / limit:.2f}")
+    return 0
+
+
+def _confirmed(force: bool, what: str) -> bool:
+    if force:
+        return True
+    if not sys.stdin.isatty():
+        raise VmpodError(f"this removes {what}", "confirm with -f")
+    return input(f"WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ").lower() == "y"
+
+
+def _prune_containers(state: StateDir) -> list[str]:
+    store = ContainerStore(state)
+    removed = []
+    for record in store.all():
+        if record.status in (Status.EXITED, Status.CREATED):
+            store.remove(record.id)
+            removed.append(record.id)
+    return removed
+
+
+def _cmd_container_prune(state: StateDir, args: argparse.Namespace) -> int:
+    if _confirmed(args.force, "all stopped containers"):
+        removed = _prune_containers(state)
+        print("Deleted Containers:\n" + "".join(f"{r}\n" for r in removed) if removed else "", end="")
+    return 0
+
+
+def _size(path: Path) -> int:
+    if not path.exists():
+        return 0
+    return sum(p.lstat().st_blocks * 512 for p in path.rglob("*") if not p.is_symlink())
+
+
+def _cmd_system_df(state: StateDir, args: argparse.Namespace) -> int:
+    from vmpod.image.store import ImageStore
+
+    records = ContainerStore(state).all()
+    images = ImageStore(state)
+    image_ids = {images.image(d).id for d in images.names().values()}
+    used_images = {r.image_id for r in records}
+    volumes = VolumeStore(state)
+    in_use = _volumes_in_use(state)
+    rows = [
+        ("Images", len(image_ids), len(image_ids & used_images), _size(images.root) + _size(state.disks)),
+        ("Containers", len(records), sum(r.status is Status.RUNNING for r in records), _size(state.containers)),
+        ("Local Volumes", len(volumes.names()), len(in_use), _size(volumes.root)),
+    ]
+    print(f"{'TYPE':<16} {'TOTAL':<8} {'ACTIVE':<8} SIZE")
+    for kind, total, active, size in rows:
+        print(f"{kind:<16} {total:<8} {active:<8} {human_size(size)}")
+    return 0
+
+
+def _cmd_system_prune(state: StateDir, args: argparse.Namespace) -> int:
+    from vmpod.image.store import ImageStore
+    from vmpod.rootfs.disk import remove_base_disk
+
+    if not _confirmed(args.force, "all stopped containers and all unused image data"):
+        return 0
+    removed = _prune_containers(state)
+    images = ImageStore(state)
+    deleted = images.collect_garbage()
+    live = {images.image(d).id.removeprefix("sha256:") for d in images.names().values()}
+    used = {Path(r.disk).parent.name for r in ContainerStore(state).all()}
+    for disk in state.disks.glob("*") if state.disks.is_dir() else []:
+        if disk.is_dir() and disk.name not in live | used:
+            remove_base_disk(state, disk.name)
+    print(f"Deleted Containers: {len(removed)}\nDeleted blobs: {len(deleted)}")
+    return 0
 
 
 def _cmd_port(state: StateDir, args: argparse.Namespace) -> int:
@@ -244,6 +423,45 @@ def _volumes_in_use(state: StateDir) -> set[str]:
 
 
 def register(sub: Any) -> None:
+    p = sub.add_parser("start", help="start created or stopped containers")
+    p.add_argument("-a", "--attach", action="store_true", help="print the output and return the exit code")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.set_defaults(handler=_cmd_start)
+
+    p = sub.add_parser("restart", help="stop and start containers")
+    p.add_argument("-t", "--time", type=float, default=10, help="seconds before SIGKILL (default 10)")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.set_defaults(handler=_cmd_restart)
+
+    p = sub.add_parser("attach", help="follow a running container's output until it stops")
+    p.add_argument("container", metavar="CONTAINER")
+    p.set_defaults(handler=_cmd_attach)
+
+    p = sub.add_parser("top", help="the processes in a container's VM")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("ps_args", nargs=argparse.REMAINDER, metavar="PS-OPTIONS")
+    p.set_defaults(handler=_cmd_top)
+
+    p = sub.add_parser("stats", help="CPU and memory of the containers' VMs")
+    p.add_argument("--no-stream", action="store_true", help="one sample (the only mode for now)")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("containers", nargs="*", metavar="CONTAINER")
+    p.set_defaults(handler=_cmd_stats)
+
+    p = sub.add_parser("container", help="manage containers")
+    verbs = p.add_subparsers(dest="container_verb", metavar="COMMAND", required=True)
+    v = verbs.add_parser("prune", help="remove all stopped containers")
+    v.add_argument("-f", "--force", action="store_true", help="do not ask")
+    v.set_defaults(handler=_cmd_container_prune)
+
+    p = sub.add_parser("system", help="disk usage and clean-up")
+    verbs = p.add_subparsers(dest="system_verb", metavar="COMMAND", required=True)
+    v = verbs.add_parser("df", help="disk space used by images, containers and volumes")
+    v.set_defaults(handler=_cmd_system_df)
+    v = verbs.add_parser("prune", help="remove stopped containers and unused image data")
+    v.add_argument("-f", "--force", action="store_true", help="do not ask")
+    v.set_defaults(handler=_cmd_system_prune)
+
     p = sub.add_parser("port", help="list a container's published ports")
     p.add_argument("container", metavar="CONTAINER")
     p.set_defaults(handler=_cmd_port)

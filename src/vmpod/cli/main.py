@@ -14,7 +14,7 @@ from vmpod import __version__
 from vmpod.cli import containers as container_commands
 from vmpod.cli import images as image_commands
 from vmpod.cli.sizes import human_size, parse_size
-from vmpod.container.detached import start_detached
+from vmpod.container.detached import create, start_detached
 from vmpod.container.runner import run_container
 from vmpod.container.spec import ProcessRequest
 from vmpod.container.vm import RunOptions, agent_binary
@@ -77,9 +77,8 @@ def _cmd_images(state: StateDir, args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_run(state: StateDir, args: argparse.Namespace) -> int:
-    image_commands.pull_if_missing(state, args.image)
-    options = RunOptions(
+def _run_options(args: argparse.Namespace) -> RunOptions:
+    return RunOptions(
         image=args.image,
         process=ProcessRequest(
             command=tuple(args.command),
@@ -93,12 +92,12 @@ def _cmd_run(state: StateDir, args: argparse.Namespace) -> int:
         ),
         interactive=args.interactive,
         remove=args.rm,
-        detach=args.detach,
+        detach=getattr(args, "detach", True),
         name=args.name or "",
         cpus=args.cpus,
         memory_bytes=parse_size(args.memory) if args.memory else None,
         kernel=args.kernel,
-        dry_run=args.dry_run,
+        dry_run=getattr(args, "dry_run", False),
         network=args.network,
         publish=tuple(args.publish or ()),
         publish_all=args.publish_all,
@@ -108,13 +107,27 @@ def _cmd_run(state: StateDir, args: argparse.Namespace) -> int:
         mounts=tuple(args.mount or ()),
         tmpfs=tuple(args.tmpfs or ()),
         read_only=args.read_only,
+        restart=args.restart,
     )
+
+
+def _cmd_run(state: StateDir, args: argparse.Namespace) -> int:
+    image_commands.pull_if_missing(state, args.image)
+    options = _run_options(args)
     if options.detach and not options.dry_run:
         if options.remove:
             raise VmpodError("--rm with -d is not supported yet", "remove the container with `vmpod rm` later")
         print(start_detached(state, options, debug=args.debug).id)
         return 0
+    if options.restart != "no":
+        raise VmpodError("--restart needs -d", "a restart policy is kept by the container's supervisor")
     return run_container(state, options)
+
+
+def _cmd_create(state: StateDir, args: argparse.Namespace) -> int:
+    image_commands.pull_if_missing(state, args.image)
+    print(create(state, _run_options(args)).id)
+    return 0
 
 
 def _cmd_info(state: StateDir, args: argparse.Namespace) -> int:
@@ -153,29 +166,11 @@ def _agent_version(agent: Path) -> str:
     return done.stdout.strip() or "unknown version"
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vmpod", description="Run containers, each in its own VM.")
-    parser.add_argument("--root", help="state directory (default $VMPOD_ROOT or /var/lib/vmpod)")
-    parser.add_argument("--debug", action="store_true", help="show commands and tracebacks")
-    parser.add_argument("--version", action="version", version=f"vmpod {__version__}")
-    sub = parser.add_subparsers(dest="verb", metavar="COMMAND", required=True)
-
-    p = sub.add_parser("import", help="create an image from a root-filesystem tarball")
-    p.add_argument("file", metavar="TARBALL", help="tarball path, or - for stdin")
-    p.add_argument("reference", metavar="NAME[:TAG]")
-    p.add_argument("-c", "--change", action="append", help="apply a Dockerfile instruction (CMD, ENV, …)")
-    p.set_defaults(handler=_cmd_import)
-
-    p = sub.add_parser("images", help="list images")
-    p.add_argument("-q", "--quiet", action="store_true", help="only IDs")
-    p.add_argument("--format", choices=["table", "json"], default="table")
-    p.set_defaults(handler=_cmd_images)
-
+def _container_flags(p: argparse.ArgumentParser) -> None:
+    """The flags `run` and `create` share."""
     # -h is --hostname here, as in Docker; --help stays.
-    p = sub.add_parser("run", help="run a command in a new container, in its own VM", add_help=False)
     p.add_argument("--help", action="help", help="show this help")
     p.add_argument("--rm", action="store_true", help="remove the container when it exits")
-    p.add_argument("-d", "--detach", action="store_true", help="run in the background and print the container ID")
     p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
     p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
     p.add_argument("-e", "--env", action="append", metavar="KEY=VALUE", help="set an environment variable")
@@ -197,10 +192,40 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mount", action="append", metavar="type=…,source=…,target=…", help="a mount, Docker's syntax")
     p.add_argument("--tmpfs", action="append", metavar="PATH[:OPTIONS]", help="a tmpfs mount")
     p.add_argument("--read-only", action="store_true", help="mount the container's root read-only")
+    p.add_argument("--restart", default="no", metavar="POLICY", help="no, on-failure[:N], always, unless-stopped")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vmpod", description="Run containers, each in its own VM.")
+    parser.add_argument("--root", help="state directory (default $VMPOD_ROOT or /var/lib/vmpod)")
+    parser.add_argument("--debug", action="store_true", help="show commands and tracebacks")
+    parser.add_argument("--version", action="version", version=f"vmpod {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("import", help="create an image from a root-filesystem tarball")
+    p.add_argument("file", metavar="TARBALL", help="tarball path, or - for stdin")
+    p.add_argument("reference", metavar="NAME[:TAG]")
+    p.add_argument("-c", "--change", action="append", help="apply a Dockerfile instruction (CMD, ENV, …)")
+    p.set_defaults(handler=_cmd_import)
+
+    p = sub.add_parser("images", help="list images")
+    p.add_argument("-q", "--quiet", action="store_true", help="only IDs")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(handler=_cmd_images)
+
+    p = sub.add_parser("run", help="run a command in a new container, in its own VM", add_help=False)
+    _container_flags(p)
+    p.add_argument("-d", "--detach", action="store_true", help="run in the background and print the container ID")
     p.add_argument("--dry-run", action="store_true", help="print the hypervisor command line, run nothing")
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
     p.set_defaults(handler=_cmd_run)
+
+    p = sub.add_parser("create", help="create a container without starting it", add_help=False)
+    _container_flags(p)
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
+    p.set_defaults(handler=_cmd_create)
 
     image_commands.register(sub)
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from vmpod.container import control
-from vmpod.container.logs import LOG_NAME, Record, lines, read_records
+from vmpod.container.logs import LOG_NAME
 from vmpod.container.state import ContainerRecord, ContainerStore, Status
 from vmpod.container.vm import RunOptions, create_container_disk, prepare
 from vmpod.errors import VmpodError
@@ -19,13 +19,22 @@ from vmpod.run import log
 POLL_S = 0.1
 
 
-def start_detached(state: StateDir, options: RunOptions, debug: bool = False) -> ContainerRecord:
-    """Creates the container, hands it to a new supervisor, and returns once it runs (or failed)."""
+def create(state: StateDir, options: RunOptions) -> ContainerRecord:
+    """`vmpod create`: the container's record, disk and plan, ready to start."""
     prepared = prepare(state, options)
     containers = ContainerStore(state)
     directory = create_container_disk(containers, prepared)
-    containers.save(prepared.record)
     prepared.save(directory)
+    containers.save(prepared.record)
+    return prepared.record
+
+
+def start(state: StateDir, record: ContainerRecord, debug: bool = False) -> ContainerRecord:
+    """Hands the container to a new supervisor, and returns once it runs (or failed to start)."""
+    if record.status in (Status.RUNNING, Status.RESTARTING):
+        return record
+    containers = ContainerStore(state)
+    directory = containers.directory(record.id)
     read_end, write_end = os.pipe()
     argv = [
         sys.executable,
@@ -36,7 +45,7 @@ def start_detached(state: StateDir, options: RunOptions, debug: bool = False) ->
         "--ready-fd",
         str(write_end),
         *(["--debug"] if debug else []),
-        prepared.record.id,
+        record.id,
     ]
     log.debug("+ %s", " ".join(argv))
     try:
@@ -56,11 +65,16 @@ def start_detached(state: StateDir, options: RunOptions, debug: bool = False) ->
     if not line:
         raise VmpodError("the container's supervisor died while starting", f"see {directory / 'supervisor.log'}")
     control.raise_for(control.decode(line))
-    return containers.get(prepared.record.id)
+    return containers.get(record.id)
+
+
+def start_detached(state: StateDir, options: RunOptions, debug: bool = False) -> ContainerRecord:
+    """`vmpod run -d`: create, then start."""
+    return start(state, create(state, options), debug)
 
 
 def stop(state: StateDir, record: ContainerRecord, timeout: float) -> None:
-    if record.status is not Status.RUNNING:
+    if record.status not in (Status.RUNNING, Status.RESTARTING):
         return
     directory = ContainerStore(state).directory(record.id)
     control.call(directory, {"op": "stop", "timeout": timeout})
@@ -80,12 +94,6 @@ def wait_until_exited(state: StateDir, container_id: str) -> ContainerRecord:
         if record.status is Status.EXITED:
             return record
         time.sleep(POLL_S)
-
-
-def log_lines(state: StateDir, record: ContainerRecord, follow: bool) -> list[Record]:
-    """The container's output so far, as lines (following is done by the caller through offsets)."""
-    path = ContainerStore(state).directory(record.id) / LOG_NAME
-    return lines([r for r, _ in read_records(path)])
 
 
 def log_path(state: StateDir, record: ContainerRecord) -> Path:

@@ -21,7 +21,30 @@ OVERLAY = "overlay.qcow2"
 class Status(StrEnum):
     CREATED = "created"
     RUNNING = "running"
+    RESTARTING = "restarting"
     EXITED = "exited"
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """`--restart no|on-failure[:N]|always|unless-stopped`; a `vmpod stop` always wins."""
+
+    name: str = "no"
+    max_retries: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> RestartPolicy:
+        name, _, count = (text or "no").partition(":")
+        if name not in ("no", "on-failure", "always", "unless-stopped") or (count and name != "on-failure"):
+            raise VmpodError(f"invalid restart policy {text!r}", "use no, on-failure[:N], always or unless-stopped")
+        if count and not count.isdigit():
+            raise VmpodError(f"invalid restart count in {text!r}", "use on-failure:N with N a number")
+        return cls(name, int(count or 0))
+
+    def restarts(self, exit_code: int, restarts_so_far: int) -> bool:
+        if self.name == "on-failure":
+            return exit_code != 0 and (self.max_retries == 0 or restarts_so_far < self.max_retries)
+        return self.name in ("always", "unless-stopped")
 
 
 @dataclass(frozen=True)
@@ -39,6 +62,9 @@ class ContainerRecord:
     exit_code: int | None = None
     finished: float = 0.0
     ports: tuple[str, ...] = ()  # published ports, as `ps` shows them
+    vm_pid: int = 0  # the hypervisor, for `stats`
+    started: float = 0.0
+    restart_count: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -89,7 +115,7 @@ class ContainerStore:
                 record = ContainerRecord.from_dict(json.loads(path.read_bytes()))
             except (OSError, ValueError, VmpodError):
                 continue
-            if record.status is Status.RUNNING and not alive(record.pid, record.pid_start):
+            if record.status in (Status.RUNNING, Status.RESTARTING) and not alive(record.pid, record.pid_start):
                 record = replace(record, status=Status.EXITED)  # its owner died without saying so
             records.append(record)
         return sorted(records, key=lambda r: r.created, reverse=True)

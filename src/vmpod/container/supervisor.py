@@ -14,13 +14,14 @@ import logging
 import os
 import signal
 import sys
+import time
 from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import Any
 
 from vmpod.container import control
 from vmpod.container.logs import LOG_NAME, STDERR, STDOUT, LogWriter
-from vmpod.container.state import OVERLAY, ContainerStore, Status, now, start_time
+from vmpod.container.state import OVERLAY, RECORD, ContainerStore, RestartPolicy, Status, now, start_time
 from vmpod.container.users import resolve_user
 from vmpod.container.vm import (
     Prepared,
@@ -75,6 +76,7 @@ class Supervisor:
         self.log = LogWriter(self.directory / LOG_NAME)
         self.session = AgentSession(vm.channel, self._to_log)
         self.clients: set[asyncio.Task[None]] = set()
+        self.stopped = False  # by `vmpod stop`: no restart policy brings it back
 
     async def _to_log(self, process: int, kind: Message, data: bytes) -> None:
         self.log.write(STDOUT if kind is Message.STDOUT else STDERR, data)
@@ -94,7 +96,10 @@ class Supervisor:
             finally:
                 os.umask(old_umask)
             me = os.getpid()
-            self.containers.update(self.prepared.record, status=Status.RUNNING, pid=me, pid_start=start_time(me))
+            record = self.containers.get(self.prepared.record.id)
+            self.containers.update(
+                record, status=Status.RUNNING, pid=me, pid_start=start_time(me), vm_pid=self.vm.qemu.pid, started=now()
+            )
             _report({"ok": True})
             try:
                 status = await self.session.wait_exit()
@@ -142,6 +147,7 @@ class Supervisor:
 
     async def _stop(self, timeout: float) -> None:
         """SIGTERM (or the image's stop signal), then SIGKILL after the grace period, as `docker stop`."""
+        self.stopped = True
         main_exit = asyncio.shield(self.session.wait_exit())
         for signo, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, KILL_WAIT_S)):
             with suppress(AgentError):
@@ -255,22 +261,34 @@ def main(argv: list[str] | None = None) -> int:
     )
     _Reporter.fd = args.ready_fd
     prepared = Prepared.load(directory)
+    policy = RestartPolicy.parse(prepared.restart)
     code: int = ExitCode.ENGINE
+    restarts = 0
     try:
-        with ExitStack() as stack:
-            vm = launch(stack, state, prepared, open_disk(stack, directory / OVERLAY), quiet=True)
-            code = asyncio.run(Supervisor(state, prepared, vm).run())
-    except VmpodError as e:
-        _report(control.error_reply(e))
-        log.warning("%s", e)
-        code = e.exit_code
+        while True:
+            supervisor = None
+            try:
+                with ExitStack() as stack:
+                    vm = launch(stack, state, prepared, open_disk(stack, directory / OVERLAY), quiet=True)
+                    supervisor = Supervisor(state, prepared, vm)
+                    code = asyncio.run(supervisor.run())
+            except VmpodError as e:
+                _report(control.error_reply(e))
+                log.warning("%s", e)
+                code = e.exit_code
+            stopped = supervisor is not None and supervisor.stopped
+            if stopped or not (directory / RECORD).exists() or not policy.restarts(code, restarts):
+                break
+            restarts += 1
+            containers.update(containers.get(args.container_id), status=Status.RESTARTING, restart_count=restarts)
+            time.sleep(min(0.1 * 2**restarts, 10))  # Docker's growing delay between restarts
     except Exception as e:  # a bug: still tell the waiting CLI, and keep the traceback in the log
         _report(control.error_reply(VmpodError(f"the supervisor failed: {e}")))
         log.exception("the supervisor failed")
     finally:
-        if (directory / "container.json").exists():  # unless `rm -f` removed it meanwhile
+        if (directory / RECORD).exists():  # unless `rm -f` removed it meanwhile
             record = containers.get(args.container_id)
-            containers.update(record, status=Status.EXITED, pid=0, exit_code=code, finished=now())
+            containers.update(record, status=Status.EXITED, pid=0, vm_pid=0, exit_code=code, finished=now())
     return code
 
 

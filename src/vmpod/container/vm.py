@@ -38,7 +38,7 @@ from vmpod.container.network import (
     resolv_conf,
 )
 from vmpod.container.spec import ProcessRequest, argv, environment, working_dir
-from vmpod.container.state import OVERLAY, ContainerRecord, ContainerStore, new_id, now
+from vmpod.container.state import OVERLAY, ContainerRecord, ContainerStore, RestartPolicy, new_id, now
 from vmpod.container.users import resolve_user
 from vmpod.container.volumes import MountSpec, VolumeStore, parse_mount, parse_tmpfs, parse_volume
 from vmpod.errors import ExitCode, VmpodError
@@ -86,6 +86,7 @@ class RunOptions:
     mounts: tuple[str, ...] = ()
     tmpfs: tuple[str, ...] = ()
     read_only: bool = False
+    restart: str = "no"
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ class Prepared:
     network: NetworkMode = NetworkMode.USER
     ports: tuple[PortMapping, ...] = ()
     mounts: tuple[MountSpec, ...] = ()
+    restart: str = "no"
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "record": self.record.to_dict()}
@@ -123,6 +125,7 @@ class Prepared:
             NetworkMode(data["network"]),
             tuple(PortMapping.from_dict(p) for p in data["ports"]),
             tuple(MountSpec.from_dict(m) for m in data["mounts"]),
+            data.get("restart", "no"),
         )
 
     def save(self, directory: Path) -> None:
@@ -220,7 +223,10 @@ def prepare(state: StateDir, options: RunOptions) -> Prepared:
         disk=str(disk.path),
         ports=tuple(str(p) for p in ports),
     )
-    return Prepared(record, process, vcpus, memory, options.kernel, network, tuple(ports), tuple(mounts))
+    RestartPolicy.parse(options.restart)  # refuse a bad policy before anything is written
+    return Prepared(
+        record, process, vcpus, memory, options.kernel, network, tuple(ports), tuple(mounts), options.restart
+    )
 
 
 def _file(path: str, content: str, mode: int = 0o644) -> str:
