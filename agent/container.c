@@ -10,6 +10,8 @@
 #include <unistd.h>
 #include "agent.h"
 #include "container.h"
+#include "mounts.h"
+#include "net.h"
 
 const char *container_prefix(void) { return is_pid1() ? NEWROOT : ""; }
 
@@ -97,7 +99,9 @@ int container_setup(const struct start_req *r, char *msg, size_t cap)
     }
     wait_for_device(r->root_device);
     mkdir(NEWROOT, 0755);
-    unsigned long ro = r->readonly ? MS_RDONLY : 0;
+    /* The root is mounted writable even for a read-only container, so that missing mount points and
+     * /etc files can be created first (as Docker does); it becomes read-only at the end. */
+    unsigned long ro = 0;
     /* noinit_itable spares the lazy inode-table zeroing thread; an option only, so fall back. */
     if ((strcmp(r->root_fstype, "ext4") != 0 ||
          mount(r->root_device, NEWROOT, r->root_fstype, ro, "noinit_itable") < 0) &&
@@ -126,7 +130,15 @@ int container_setup(const struct start_req *r, char *msg, size_t cap)
         snprintf(msg, cap, "sethostname: %s", strerror(e));
         return e;
     }
-    return 0;
+    /* After /proc, /sys and /dev, so that a MOUNT or FILE may go under them too. */
+    if ((e = mounts_apply(r, msg, cap)))
+        return e;
+    if (r->readonly && mount(NULL, NEWROOT, NULL, MS_REMOUNT | MS_RDONLY, NULL) < 0) {
+        e = errno;
+        snprintf(msg, cap, "making the root read-only: %s", strerror(e));
+        return e;
+    }
+    return net_setup(&r->net, msg, cap);
 }
 
 int container_enter(const struct start_req *r, int guest, int *stage)

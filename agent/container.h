@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 #include <sys/types.h>
+#include "spec.h"
 
 #define NEWROOT "/newroot"
 
@@ -17,14 +18,20 @@ struct start_req {
     gid_t gid;
     int readonly, terminal, stdin_open;
     unsigned rows, cols;
+    char **mount_vals, **file_vals;  /* START only: the MOUNT and FILE values, split in place */
+    struct mount_spec *mounts;
+    struct file_spec *files;
+    size_t nmounts, nfiles;
+    struct net_spec net;
 };
 
 /* Steps of the child before exec, reported to the parent with errno when one fails. */
 enum { STAGE_SETSID = 1, STAGE_TTY, STAGE_CHROOT, STAGE_CWD, STAGE_GROUPS, STAGE_GID, STAGE_UID,
        STAGE_EXEC };
 
-/* Mounts the root and the container's /proc, /sys, /dev and sets the hostname (PID 1); refuses a
- * root device in host test mode. 0 or an errno with msg filled. */
+/* Mounts the root and the container's /proc, /sys, /dev, sets the hostname, then does the MOUNTs,
+ * FILEs and network (PID 1); refuses a root device in host test mode, where the extras were only
+ * checked. 0 or an errno with msg filled. */
 int container_setup(const struct start_req *r, char *msg, size_t cap);
 /* Where the container root is seen from the agent: NEWROOT as PID 1, "" (the host) otherwise. */
 const char *container_prefix(void);

@@ -1,6 +1,7 @@
 /* Host->agent messages: strict decoding, then the action. Every request gets OK or ERROR. */
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -16,6 +17,8 @@
 static const struct field_spec start_spec[] = {
     {VMPOD_F_ROOT_DEVICE, FK_STR, REQ}, {VMPOD_F_ROOT_FSTYPE, FK_STR, REQ},
     {VMPOD_F_ROOT_READONLY, FK_U32, OPT}, {VMPOD_F_HOSTNAME, FK_STR, OPT},
+    {VMPOD_F_MOUNT, FK_STR_LIST, OPT}, {VMPOD_F_FILE, FK_STR_LIST, OPT},
+    {VMPOD_F_NET_ADDRESS, FK_STR, OPT}, {VMPOD_F_NET_GATEWAY, FK_STR, OPT},
     {VMPOD_F_ARG, FK_STR_LIST, REQ}, {VMPOD_F_ENV, FK_STR_LIST, OPT},
     {VMPOD_F_CWD, FK_STR, REQ}, {VMPOD_F_UID, FK_U32, REQ}, {VMPOD_F_GID, FK_U32, REQ},
     {VMPOD_F_GROUP, FK_U32_LIST, OPT}, {VMPOD_F_TERMINAL, FK_U32, REQ},
@@ -104,6 +107,52 @@ static void req_free(struct start_req *r)
     free(r->root_device), free(r->root_fstype), free(r->cwd), free(r->hostname), free(r->groups);
     free_list(r->argv);
     free_list(r->envp);
+    free_list(r->mount_vals);
+    free_list(r->file_vals);
+    free(r->mounts), free(r->files);
+}
+
+static void *alloc_array(size_t n, size_t size)
+{
+    void *p = calloc(n + 1, size);
+    if (!p)
+        die("out of memory");
+    return p;
+}
+
+/* MOUNT, FILE and NET_*: checked here, in host test mode too, so that a bad value fails START before
+ * the container exists. 0, or -1 with msg. */
+static int extras(const struct fields *f, struct start_req *r, char *msg, size_t cap)
+{
+    const char *why = NULL;
+    size_t i;
+    if (f->count[VMPOD_F_MOUNT] > SPEC_MAX_ITEMS || f->count[VMPOD_F_FILE] > SPEC_MAX_ITEMS) {
+        snprintf(msg, cap, "START: more than %d MOUNT or FILE fields", SPEC_MAX_ITEMS);
+        return -1;
+    }
+    r->mount_vals = dup_list(f, VMPOD_F_MOUNT);
+    r->mounts = alloc_array(f->count[VMPOD_F_MOUNT], sizeof *r->mounts);
+    for (i = 0; r->mount_vals[i]; i++, r->nmounts++)
+        if (spec_mount_parse(r->mount_vals[i], &r->mounts[i], &why) < 0) {
+            snprintf(msg, cap, "START: MOUNT #%zu: %s", i + 1, why);
+            return -1;
+        }
+    r->file_vals = dup_list(f, VMPOD_F_FILE);
+    r->files = alloc_array(f->count[VMPOD_F_FILE], sizeof *r->files);
+    for (i = 0; r->file_vals[i]; i++, r->nfiles++)
+        if (spec_file_parse(r->file_vals[i], &r->files[i], &why) < 0) {
+            snprintf(msg, cap, "START: FILE #%zu: %s", i + 1, why);
+            return -1;
+        }
+    char *addr = fields_has(f, VMPOD_F_NET_ADDRESS)
+                     ? dup_str(f->str[VMPOD_F_NET_ADDRESS], f->len[VMPOD_F_NET_ADDRESS]) : NULL;
+    char *gw = fields_has(f, VMPOD_F_NET_GATEWAY)
+                   ? dup_str(f->str[VMPOD_F_NET_GATEWAY], f->len[VMPOD_F_NET_GATEWAY]) : NULL;
+    int bad = spec_net_parse(addr, gw, &r->net, &why) < 0;
+    if (bad)
+        snprintf(msg, cap, "START: %s", why);
+    free(addr), free(gw);
+    return bad ? -1 : 0;
 }
 
 /* Spawns r as handle and answers OK with its pid, or the ERROR of the failed step. */
@@ -140,13 +189,18 @@ static void on_start(uint32_t id, const uint8_t *p, size_t n)
         send_error(id, EBUSY, "the container was already started");
         return;
     }
+    char msg[400];
+    if (extras(&f, &r, msg, sizeof msg) < 0) {
+        send_error(id, EINVAL, "%s", msg);
+        req_free(&r);
+        return;
+    }
     started = 1;
     r.root_device = dup_str(f.str[VMPOD_F_ROOT_DEVICE], f.len[VMPOD_F_ROOT_DEVICE]);
     r.root_fstype = dup_str(f.str[VMPOD_F_ROOT_FSTYPE], f.len[VMPOD_F_ROOT_FSTYPE]);
     if (fields_has(&f, VMPOD_F_HOSTNAME))
         r.hostname = dup_str(f.str[VMPOD_F_HOSTNAME], f.len[VMPOD_F_HOSTNAME]);
     proc_fields(&f, &r);
-    char msg[400];
     int err = container_setup(&r, msg, sizeof msg);
     if (err)
         send_error(id, err, "%s", msg);  /* the host then sends SHUTDOWN */

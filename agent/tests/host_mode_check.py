@@ -97,8 +97,8 @@ class Agent:
             fields += [field(F.ROWS, 24), field(F.COLS, 80)]
         return fields
 
-    def start(self, args, **kw):
-        fields = [field(F.ROOT_DEVICE, ""), field(F.ROOT_FSTYPE, "")]
+    def start(self, args, *extra, **kw):
+        fields = [field(F.ROOT_DEVICE, ""), field(F.ROOT_FSTYPE, ""), *extra]
         self.send(M.START, 7, *fields, *self.process_fields(args, **kw))
         return self.recv()
 
@@ -442,6 +442,65 @@ def t_exec_main_exits(a):
     f = a.wait_exit(1)
     assert u32(f, "EXIT_CODE") == 0 and sorted(a.exits[:3]) == [2, 3, 4] and a.exits[3] == 1, a.exits
     assert a.output(M.STDOUT, 4) == b"bg\n"
+
+
+def t_extras_host_mode(a):
+    """MOUNT, FILE and NET_* are checked but not applied on the host: nothing is mounted here."""
+    scratch = f"/tmp/vmpod-agent-check-{os.getpid()}/scratch"
+    extras = [field(F.MOUNT, f"tmpfs\ttmpfs\t{scratch}\tsize=8m,ro"),
+              field(F.MOUNT, "9p\tvol0\t/data\t"), field(F.FILE, "/etc/hosts\t644\t1.2.3.4\tx\n"),
+              field(F.NET_ADDRESS, "10.0.2.15/24"), field(F.NET_GATEWAY, "10.0.2.2")]
+    typ, _, f = a.start(["/bin/true"], *extras)
+    assert typ == M.OK, f
+    assert u32(a.wait_exit(), "EXIT_CODE") == 0
+    assert not os.path.exists(os.path.dirname(scratch))
+    assert b"1.2.3.4" not in open("/etc/hosts", "rb").read()
+
+
+def t_extras_bad_values(a):
+    """A bad value fails START with EINVAL before the container exists: a good START still works."""
+    bad = [
+        [field(F.MOUNT, "tmpfs\ttmpfs\t/scratch")],  # three parts
+        [field(F.MOUNT, "tmpfs\ttmpfs\t/scratch\tro\tx")],  # five
+        [field(F.MOUNT, "ext4\t/dev/vdb\t/data\t")],
+        [field(F.MOUNT, "9p\t\t/data\t")],
+        [field(F.MOUNT, "tmpfs\ttmpfs\tscratch\t")],
+        [field(F.MOUNT, "tmpfs\ttmpfs\t\t")],
+        [field(F.MOUNT, "tmpfs\ttmpfs\t/a/../../etc\t")],
+        [field(F.MOUNT, "tmpfs\ttmpfs\t/\t")],
+        [field(F.FILE, "/etc/hosts\t644")],
+        [field(F.FILE, "/etc/../../hosts\t644\tx")],
+        [field(F.FILE, "/etc/hosts\t9\tx")],
+        [field(F.FILE, "/big\t644\t" + "x" * (256 * 1024 + 1))],
+        [field(F.MOUNT, f"tmpfs\ttmpfs\t/t{i}\t") for i in range(65)],
+        [field(F.FILE, f"/f{i}\t644\t") for i in range(65)],
+        [field(F.NET_ADDRESS, "10.0.2.15")],
+        [field(F.NET_ADDRESS, "10.0.2.15/33")],
+        [field(F.NET_ADDRESS, "10.0.2.15/24"), field(F.NET_GATEWAY, "gateway")],
+        [field(F.NET_GATEWAY, "10.0.2.2")],  # without an address
+    ]
+    for extras in bad:
+        typ, ident, f = a.start(["/bin/true"], *extras)
+        assert (typ, ident) == (M.ERROR, 7) and u32(f, "ERRNO") == errno.EINVAL, (extras[0], f)
+        assert f["MESSAGE"][0].startswith(b"START: "), f
+    for extras in ([field(F.NET_ADDRESS, "10.0.2.15/24")] * 2, [field(F.NET_GATEWAY, "10.0.2.2")] * 2,
+                   [field(F.MOUNT, "tmpfs\ttmpfs\t/a\0b\t")]):
+        typ, _, f = a.start(["/bin/true"], *extras)
+        assert typ == M.ERROR and u32(f, "ERRNO") == errno.EPROTO, (extras[0], f)
+    ok = [field(F.MOUNT, f"tmpfs\ttmpfs\t/t{i}\t") for i in range(64)]
+    ok += [field(F.FILE, f"/f{i}\t644\t" + "x" * (256 * 1024 if i < 3 else 0)) for i in range(64)]
+    typ, _, f = a.start(["/bin/true"], *ok)
+    assert typ == M.OK, f
+    a.wait_exit()
+
+
+def t_extras_not_in_exec(a):
+    a.start(["sleep", "30"])
+    for extra in (field(F.MOUNT, "tmpfs\ttmpfs\t/t\t"), field(F.FILE, "/e\t644\tx"),
+                  field(F.NET_ADDRESS, "10.0.2.15/24"), field(F.NET_GATEWAY, "10.0.2.2")):
+        typ, _, f = a.exec(2, ["/bin/true"], extra)
+        assert typ == M.ERROR and u32(f, "ERRNO") == errno.EPROTO, (extra, f)
+    a.kill_main()
 
 
 def t_host_hangup(a):

@@ -1,7 +1,11 @@
-/* Unit tests of the frame and field codec (frame.c): round trips and hostile inputs. */
+/* Unit tests of the frame and field codec (frame.c) and of START's value parsers (spec.c): round
+ * trips and hostile inputs. */
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mount.h>
 #include "frame.h"
+#include "spec.h"
 
 static int passed, failed;
 
@@ -188,6 +192,137 @@ static void test_fields_missing_required(void)
     CHECK(fields_decode(b, n, spec, &f, &why) < 0 && why);
 }
 
+static int path_ok(const char *p)
+{
+    const char *why = NULL;
+    int r = spec_path_check(p, &why);
+    CHECK(r == 0 || why);
+    return r == 0;
+}
+
+static void test_path_check(void)
+{
+    CHECK(path_ok("/data") && path_ok("/a/b/c") && path_ok("//a//b/") && path_ok("/./a/.") &&
+          path_ok("/a/..b/c..") && path_ok("/.../x") && path_ok("/etc/hosts"));
+    CHECK(!path_ok("") && !path_ok("data") && !path_ok("./data") && !path_ok("/") &&
+          !path_ok("//") && !path_ok("/./."));
+    CHECK(!path_ok("/..") && !path_ok("/../etc") && !path_ok("/a/../../b") && !path_ok("/a/..") &&
+          !path_ok("/a/../") && !path_ok("/a//..//b"));
+    char long_path[SPEC_MAX_PATH + 2];
+    memset(long_path, 'a', sizeof long_path - 1);
+    long_path[0] = '/';
+    long_path[SPEC_MAX_PATH + 1] = 0;
+    CHECK(!path_ok(long_path));
+    long_path[SPEC_MAX_PATH] = 0;
+    CHECK(path_ok(long_path));
+}
+
+static int mount_parse(const char *v, struct mount_spec *m)
+{
+    static char buf[4096];
+    const char *why = NULL;
+    snprintf(buf, sizeof buf, "%s", v);
+    memset(m, 0, sizeof *m);
+    int r = spec_mount_parse(buf, m, &why);
+    CHECK(r == 0 || why);
+    return r;
+}
+
+static void test_mount_parse(void)
+{
+    struct mount_spec m;
+    CHECK(mount_parse("9p\tvol0\t/data\tro", &m) == 0);
+    CHECK(m.type == MOUNT_9P && !strcmp(m.source, "vol0") && !strcmp(m.target, "/data"));
+    CHECK(m.flags == MS_RDONLY && !strcmp(m.data, ""));
+    CHECK(mount_parse("tmpfs\t\t/scratch\tsize=64m,noexec,mode=1777,nosuid,nodev", &m) == 0);
+    CHECK(m.type == MOUNT_TMPFS && m.flags == (MS_NOEXEC | MS_NOSUID | MS_NODEV));
+    CHECK(!strcmp(m.data, "size=64m,mode=1777"));
+    CHECK(mount_parse("virtiofs\tfs0\t/a/b\trw,,uid=5,", &m) == 0);
+    CHECK(m.type == MOUNT_VIRTIOFS && m.flags == 0 && !strcmp(m.data, "uid=5"));
+    CHECK(mount_parse("tmpfs\ttmpfs\t/t\tro,row,rox", &m) == 0);  /* whole words only */
+    CHECK(m.flags == MS_RDONLY && !strcmp(m.data, "row,rox"));
+    /* not four parts, unknown type, no tag, bad target */
+    CHECK(mount_parse("", &m) < 0 && mount_parse("9p\tvol0\t/data", &m) < 0);
+    CHECK(mount_parse("9p\tvol0\t/data\tro\tx", &m) < 0);
+    CHECK(mount_parse("ext4\t/dev/vdb\t/data\t", &m) < 0 && mount_parse("\tv\t/d\t", &m) < 0);
+    CHECK(mount_parse("9p\t\t/data\t", &m) < 0 && mount_parse("virtiofs\t\t/data\t", &m) < 0);
+    CHECK(mount_parse("tmpfs\t\t\t", &m) < 0 && mount_parse("tmpfs\t\tdata\t", &m) < 0);
+    CHECK(mount_parse("tmpfs\t\t/a/../../etc\t", &m) < 0 && mount_parse("tmpfs\t\t/\t", &m) < 0);
+    char big[SPEC_MAX_OPTIONS + 32] = "tmpfs\t\t/t\t";
+    size_t n = strlen(big);
+    memset(big + n, 'x', SPEC_MAX_OPTIONS + 1);
+    big[n + SPEC_MAX_OPTIONS + 1] = 0;
+    CHECK(mount_parse(big, &m) < 0);
+    big[n + SPEC_MAX_OPTIONS] = 0;
+    CHECK(mount_parse(big, &m) == 0);
+}
+
+static int file_parse(char *buf, struct file_spec *f)
+{
+    const char *why = NULL;
+    memset(f, 0, sizeof *f);
+    int r = spec_file_parse(buf, f, &why);
+    CHECK(r == 0 || why);
+    return r;
+}
+
+static void test_file_parse(void)
+{
+    struct file_spec f;
+    char v[] = "/etc/hosts\t644\t127.0.0.1\tlocalhost\n::1\tlocalhost\n";
+    CHECK(file_parse(v, &f) == 0);
+    CHECK(!strcmp(f.path, "/etc/hosts") && f.mode == 0644);
+    CHECK(!strcmp(f.content, "127.0.0.1\tlocalhost\n::1\tlocalhost\n") && f.len == 34);
+    char empty[] = "/e\t0\t";
+    CHECK(file_parse(empty, &f) == 0 && f.mode == 0 && f.len == 0);
+    char exe[] = "/x\t04755\t#!/bin/sh\n";
+    CHECK(file_parse(exe, &f) == 0 && f.mode == 04755);
+    char *bad[] = {"", "/etc/hosts", "/etc/hosts\t644", "etc/hosts\t644\tx", "\t644\tx",
+                   "/../etc/passwd\t644\tx", "/\t644\tx", "/e\t\tx", "/e\t8\tx", "/e\t-1\tx",
+                   "/e\t0x1\tx", "/e\t10000\tx", "/e\t 644\tx", "/e\t0000000\tx"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char b[64];
+        snprintf(b, sizeof b, "%s", bad[i]);
+        CHECK(file_parse(b, &f) < 0);
+    }
+    static char big[SPEC_MAX_FILE + 32];
+    int n = snprintf(big, sizeof big, "/big\t644\t");
+    memset(big + n, 'x', SPEC_MAX_FILE);
+    CHECK(file_parse(big, &f) == 0 && f.len == SPEC_MAX_FILE);
+    memset(big + n, 'x', SPEC_MAX_FILE + 1);
+    CHECK(file_parse(big, &f) < 0);
+}
+
+static int net_parse(const char *a, const char *g, struct net_spec *n)
+{
+    const char *why = NULL;
+    int r = spec_net_parse(a, g, n, &why);
+    CHECK(r == 0 || why);
+    return r;
+}
+
+static void test_net_parse(void)
+{
+    struct net_spec n;
+    CHECK(net_parse(NULL, NULL, &n) == 0 && !n.set && !n.gateway);
+    CHECK(net_parse("10.0.2.15/24", "10.0.2.2", &n) == 0 && n.set && n.gateway);
+    CHECK(n.addr.s_addr == inet_addr("10.0.2.15") && n.mask.s_addr == inet_addr("255.255.255.0"));
+    CHECK(n.gw.s_addr == inet_addr("10.0.2.2"));
+    CHECK(net_parse("192.168.1.7/32", NULL, &n) == 0 && !n.gateway);
+    CHECK(n.mask.s_addr == 0xFFFFFFFFu);
+    CHECK(net_parse("10.1.2.3/1", NULL, &n) == 0 && n.mask.s_addr == inet_addr("128.0.0.0"));
+    CHECK(net_parse("10.1.2.3/17", NULL, &n) == 0 && n.mask.s_addr == inet_addr("255.255.128.0"));
+    const char *bad[] = {"", "10.0.2.15", "10.0.2.15/", "10.0.2.15/0", "10.0.2.15/33",
+                         "10.0.2.15/024", "10.0.2.15/24x", "10.0.2.15/+4", "10.0.2/24", "0xa.0.2.15/24",
+                         "10.0.2.256/24", "fe80::1/64", " 10.0.2.15/24", "10.0.2.15/24/1",
+                         "1000.0.2.15/24", "10.0.2.15 /24"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        CHECK(net_parse(bad[i], NULL, &n) < 0);
+    CHECK(net_parse(NULL, "10.0.2.2", &n) < 0);
+    CHECK(net_parse("10.0.2.15/24", "", &n) < 0 && net_parse("10.0.2.15/24", "10.0.2", &n) < 0);
+    CHECK(net_parse("10.0.2.15/24", "10.0.2.2/24", &n) < 0);
+}
+
 int main(void)
 {
     test_header_round_trip();
@@ -198,6 +333,10 @@ int main(void)
     test_fields_empty_and_overflow();
     test_fields_malformed();
     test_fields_missing_required();
+    test_path_check();
+    test_mount_parse();
+    test_file_parse();
+    test_net_parse();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
 }

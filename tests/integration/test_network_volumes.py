@@ -96,12 +96,15 @@ def test_outbound_network_etc_files_and_none(vmpod: Vmpod, host_server: int) -> 
         "-c",
         f"ls /sys/class/net; wget -T 3 -qO- http://10.0.2.2:{host_server}/ || echo unreachable",
     )
-    assert isolated.stdout.decode().split() == ["lo", "unreachable"]
+    interfaces, reached = isolated.stdout.decode().split()[:-1], isolated.stdout.decode().split()[-1]
+    assert "lo" in interfaces and "eth0" not in interfaces
+    assert reached == "unreachable"
 
 
 def test_bind_mount_ownership_and_read_only(vmpod: Vmpod, tmp_path: Path) -> None:
     shared = tmp_path / "shared"
     shared.mkdir()
+    shared.chmod(0o777)  # as with Docker, UID 1000 may write only where the host lets it
     (shared / "from-host").write_text("host data\n")
     done = vmpod(
         "run",

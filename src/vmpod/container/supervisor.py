@@ -187,8 +187,10 @@ class Supervisor:
     async def _exec(self, request: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         spec = self._exec_spec(request)
         client_gone = asyncio.Event()
+        replied = asyncio.Event()
 
         async def to_client(process: int, kind: Message, data: bytes) -> None:
+            await replied.wait()  # output can arrive before the JSON answer went out: it must follow it
             # A client that went away must not stall or end the container: its output is dropped.
             if client_gone.is_set():
                 return
@@ -202,8 +204,10 @@ class Supervisor:
         try:
             handle = await self.session.exec(spec, sink)
         except AgentError as e:
+            replied.set()
             raise start_error(e) from None
         writer.write(control.encode({"ok": True}))
+        replied.set()
         if request.get("detach"):
             return
         await writer.drain()

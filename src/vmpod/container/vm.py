@@ -355,6 +355,9 @@ def exit_code(status: ExitStatus) -> int:
 
 
 def start_error(error: AgentError) -> VmpodError:
+    """Docker's 127/126 for a command that cannot be run; 125 for anything else that failed to set up."""
+    if not error.message.startswith('exec: "'):
+        return VmpodError(f"the container could not start: {error.message}")
     if error.errno == errno.ENOENT:
         return VmpodError(error.message, "check the command and the image's PATH", ExitCode.NOT_FOUND)
     if error.errno in (errno.EACCES, errno.ENOEXEC, errno.EISDIR, errno.EPERM):
