@@ -6,21 +6,17 @@ import argparse
 import getpass
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vmpod.cli.progress import familiar, reporter
-from vmpod.container.state import ContainerStore
 from vmpod.errors import VmpodError
-from vmpod.image.credentials import Credentials
-from vmpod.image.inspect import inspect
-from vmpod.image.login import login, logout, registry_domain
-from vmpod.image.manifest import Platform
-from vmpod.image.pull import PullOptions, PullResult, pull
 from vmpod.image.reference import Reference
-from vmpod.image.remove import remove_image, tag
 from vmpod.image.store import ImageStore
 from vmpod.paths import StateDir
-from vmpod.rootfs.disk import remove_base_disk
+
+# The registry client (httpx) and progress bars (rich) are imported by the verbs that use them, so
+# that `vmpod run` of an image already here does not pay for them at start-up.
+if TYPE_CHECKING:
+    from vmpod.image.pull import PullOptions, PullResult
 
 
 def _tls_verify(text: str) -> bool:
@@ -32,17 +28,25 @@ def _tls_verify(text: str) -> bool:
 
 
 def _pull_options(args: argparse.Namespace) -> PullOptions:
+    from vmpod.image.manifest import Platform
+    from vmpod.image.pull import PullOptions
+
     platform = Platform.parse(args.platform) if getattr(args, "platform", None) else None
     return PullOptions(platform=platform, tls_verify=getattr(args, "tls_verify", True))
 
 
 def _report(result: PullResult, out: Any) -> None:
+    from vmpod.cli.progress import familiar
+
     print(f"Digest: {result.digest}", file=out)
     status = "Downloaded newer image for" if result.updated else "Image is up to date for"
     print(f"Status: {status} {familiar(result.reference)}", file=out)
 
 
 def _cmd_pull(state: StateDir, args: argparse.Namespace) -> int:
+    from vmpod.cli.progress import reporter
+    from vmpod.image.pull import pull
+
     state.ensure()
     text = args.reference
     if "@" not in text and ":" not in text.rsplit("/", 1)[-1] and not args.quiet:
@@ -66,6 +70,9 @@ def pull_if_missing(state: StateDir, text: str) -> None:
             ref = Reference.parse(text)
         except VmpodError:
             raise missing from None
+        from vmpod.cli.progress import familiar, reporter
+        from vmpod.image.pull import PullOptions, pull
+
         print(f"Unable to find image '{familiar(ref)}' locally", file=sys.stderr)
     state.ensure()
     try:
@@ -77,6 +84,9 @@ def pull_if_missing(state: StateDir, text: str) -> None:
 
 
 def _cmd_login(state: StateDir, args: argparse.Namespace) -> int:
+    from vmpod.image.credentials import Credentials
+    from vmpod.image.login import login, registry_domain
+
     registry = registry_domain(args.registry)
     username = args.username
     password = args.password
@@ -100,6 +110,8 @@ def _cmd_login(state: StateDir, args: argparse.Namespace) -> int:
 
 
 def _cmd_logout(state: StateDir, args: argparse.Namespace) -> int:
+    from vmpod.image.login import logout, registry_domain
+
     registry = registry_domain(args.registry)
     if logout(registry):
         print(f"Removing login credentials for {registry}")
@@ -109,11 +121,17 @@ def _cmd_logout(state: StateDir, args: argparse.Namespace) -> int:
 
 
 def _cmd_tag(state: StateDir, args: argparse.Namespace) -> int:
+    from vmpod.image.remove import tag
+
     tag(ImageStore(state), args.source, args.target)
     return 0
 
 
 def _cmd_rmi(state: StateDir, args: argparse.Namespace) -> int:
+    from vmpod.container.state import ContainerStore
+    from vmpod.image.remove import remove_image
+    from vmpod.rootfs.disk import remove_base_disk
+
     store = ImageStore(state)
     in_use = {record.image_id: record.id for record in ContainerStore(state).all()}
     failed = 0
@@ -134,6 +152,8 @@ def _cmd_rmi(state: StateDir, args: argparse.Namespace) -> int:
 
 
 def _cmd_image_inspect(state: StateDir, args: argparse.Namespace) -> int:
+    from vmpod.image.inspect import inspect
+
     store = ImageStore(state)
     found = [inspect(store, store.lookup(text)) for text in args.images]
     print(json.dumps(found, indent=4))
