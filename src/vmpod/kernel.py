@@ -18,7 +18,7 @@ from vmpod.errors import VmpodError
 from vmpod.paths import kernel_cache
 
 # Drivers the guest needs before it can reach its channel and root disk.
-NEEDED_MODULES = ("virtio_mmio", "virtio_console", "virtio_blk", "virtio_rng", "virtio_net", "ext4")
+NEEDED_MODULES = ("virtio_mmio", "virtio_console", "virtio_blk", "virtio_rng", "virtio_net", "virtio_balloon", "ext4")
 _HINT = "run `make kernel` (fast, builds once) or `make stock-kernel` (quick), or pass --kernel PATH"
 
 

@@ -125,3 +125,30 @@ def test_killed_hypervisor_ends_the_container(vmpod: Vmpod) -> None:
         os.kill(int(pid), signal.SIGKILL)
     assert vmpod("wait", "novm", timeout=60, check=True).stdout == b"125\n"
     vmpod("rm", "novm", check=True)
+
+
+def _vm_rss(vmpod: Vmpod, name: str) -> int:
+    stats = json.loads(vmpod("stats", "--no-stream", "--format", "json", name, check=True).stdout)
+    return int(stats["MemUsage"])
+
+
+def test_resources_and_memory_given_back(vmpod: Vmpod) -> None:
+    done = vmpod(
+        "run", "--rm", "--cpus", "2", "-m", "256m", "busybox", "sh", "-c", "nproc; grep MemTotal /proc/meminfo"
+    )
+    cpus, memory = done.stdout.decode().splitlines()
+    assert cpus == "2"
+    assert int(memory.split()[1]) >= 256 * 1024, "the container must get at least what it asked for"
+
+    _detach(vmpod, "--name", "balloon", "busybox", "sleep", "600")
+    try:
+        idle = _vm_rss(vmpod, "balloon")
+        vmpod("exec", "balloon", "dd", "if=/dev/zero", "of=/dev/shm/fill", "bs=1M", "count=60", check=True)
+        assert _vm_rss(vmpod, "balloon") > idle + (40 << 20)
+        vmpod("exec", "balloon", "rm", "/dev/shm/fill", check=True)
+        deadline = time.monotonic() + 30
+        while _vm_rss(vmpod, "balloon") > idle + (20 << 20):
+            assert time.monotonic() < deadline, "the guest's freed memory never went back to the host"
+            time.sleep(1)
+    finally:
+        vmpod("rm", "-f", "balloon")

@@ -59,6 +59,8 @@ class QemuDriver:
             "-chardev", f"socket,id=agent,fd={spec.channel_fd}",
             "-device", f"virtserialport,chardev=agent,name={CHANNEL_NAME}",
             "-device", "virtio-rng-device",
+            # Memory the guest frees goes back to the host (free page reporting).
+            "-device", "virtio-balloon-device,free-page-reporting=on,deflate-on-oom=on",
         ]
         for index, disk in enumerate(spec.disks):
             fdset = index + 1
