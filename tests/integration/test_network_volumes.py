@@ -153,3 +153,45 @@ def test_tmpfs_and_read_only_root(vmpod: Vmpod) -> None:
     assert out[0] == "ok" and out[1] == "tmpfs"
     assert "Read-only file system" in done.stdout.decode() + done.stderr.decode()
     assert os.path.exists("/") and "refused" in done.stdout.decode()
+
+
+def test_read_only_volume_is_enforced_on_the_host(vmpod: Vmpod, tmp_path: Path) -> None:
+    """Root in the guest can remount, so `:ro` must hold outside the guest kernel."""
+    shared = tmp_path / "ro"
+    shared.mkdir()
+    done = vmpod(
+        "run",
+        "--rm",
+        "-v",
+        f"{shared}:/ro:ro",
+        "busybox",
+        "sh",
+        "-c",
+        "mount -o remount,rw /ro; echo x > /ro/escaped; echo done",
+    )
+    assert done.stdout.endswith(b"done\n")
+    assert not (shared / "escaped").exists()
+
+
+def test_both_share_transports(vmpod: Vmpod, tmp_path: Path) -> None:
+    """virtio-fs where virtiofsd exists, 9p otherwise (VMPOD_SHARES=9p): the same user-visible result."""
+    for transport in ("", "9p"):
+        shared = tmp_path / f"t{transport}"
+        shared.mkdir()
+        env_vmpod = Vmpod(vmpod.root)
+        os.environ["VMPOD_SHARES"] = transport
+        try:
+            done = env_vmpod(
+                "run",
+                "--rm",
+                "-v",
+                f"{shared}:/s",
+                "busybox",
+                "sh",
+                "-c",
+                "echo hi > /s/f; grep ' /s ' /proc/mounts | cut -d' ' -f3",
+            )
+        finally:
+            del os.environ["VMPOD_SHARES"]
+        assert done.stdout.strip() == (b"9p" if transport else b"virtiofs"), done.stderr
+        assert (shared / "f").read_text() == "hi\n"

@@ -51,7 +51,8 @@ def run_container(state: StateDir, options: RunOptions) -> int:
             containers.save(prepared.record)
         disk = open_disk(stack, directory / OVERLAY)
         if options.dry_run:
-            print(shlex.join(plan_vm(state, prepared, -1, disk, quiet=True).argv))
+            sockets = {share.tag: prepared.socket_name(share.tag) for share in prepared.virtiofs_shares()}
+            print(shlex.join(plan_vm(state, prepared, -1, disk, quiet=True, sockets=sockets).argv))
             return 0
         if options.remove:
             containers.remove(container_id)  # QEMU gets the fds: nothing of the container stays on disk

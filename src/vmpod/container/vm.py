@@ -44,7 +44,7 @@ from vmpod.container.volumes import MountSpec, VolumeStore, parse_mount, parse_t
 from vmpod.errors import ExitCode, VmpodError
 from vmpod.guest.codec import ProtocolError
 from vmpod.guest.session import AgentError, AgentSession, ExitStatus, ProcessSpec
-from vmpod.hypervisor import accel
+from vmpod.hypervisor import accel, virtiofs
 from vmpod.hypervisor.base import DiskSpec, LaunchPlan, PortForward, Share, UserNetwork, VmSpec
 from vmpod.hypervisor.qemu import QemuDriver
 from vmpod.image.store import ImageStore
@@ -102,16 +102,27 @@ class Prepared:
     ports: tuple[PortMapping, ...] = ()
     mounts: tuple[MountSpec, ...] = ()
     restart: str = "no"
+    virtiofs: bool = False  # decided once, so that MOUNT fields and devices agree
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "record": self.record.to_dict()}
 
-    @property
-    def shares(self) -> tuple[Share, ...]:
+    def shares(self, sockets: dict[str, str] | None = None) -> tuple[Share, ...]:
         """Host directories the guest mounts, tagged in the order of the container's mounts."""
+        sockets = sockets or {}
         return tuple(
-            Share(f"vol{index}", Path(m.source), m.readonly) for index, m in enumerate(self.mounts) if m.kind != "tmpfs"
+            Share(f"vol{index}", Path(m.source), m.readonly, sockets.get(f"vol{index}", ""))
+            for index, m in enumerate(self.mounts)
+            if m.kind != "tmpfs"
         )
+
+    def socket_name(self, tag: str) -> str:
+        return f"vmpod/{self.record.id}/{tag}"
+
+    def virtiofs_shares(self) -> tuple[Share, ...]:
+        """The shares served by virtiofsd; read-only ones stay on 9p, where QEMU enforces `ro` on the host
+        (virtiofsd has no read-only mode, and the guest kernel is not trusted to keep a mount read-only)."""
+        return tuple(s for s in self.shares() if self.virtiofs and not s.readonly)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Prepared:
@@ -126,6 +137,7 @@ class Prepared:
             tuple(PortMapping.from_dict(p) for p in data["ports"]),
             tuple(MountSpec.from_dict(m) for m in data["mounts"]),
             data.get("restart", "no"),
+            bool(data.get("virtiofs", False)),
         )
 
     def save(self, directory: Path) -> None:
@@ -187,6 +199,7 @@ def prepare(state: StateDir, options: RunOptions) -> Prepared:
     mounts += [parse_mount(m, volumes) for m in options.mounts]
     mounts += [parse_tmpfs(t) for t in options.tmpfs]
     networked = network is NetworkMode.USER
+    use_virtiofs = any(m.kind != "tmpfs" for m in mounts) and virtiofs.available()
     files = (
         _file("/etc/hosts", hosts_file(hostname, list(options.add_hosts), networked)),
         _file("/etc/hostname", hostname + "\n"),
@@ -208,7 +221,7 @@ def prepare(state: StateDir, options: RunOptions) -> Prepared:
         rows=rows,
         cols=cols,
         root_readonly=options.read_only,
-        mounts=_mount_values(mounts),
+        mounts=_mount_values(mounts, use_virtiofs),
         files=files,
         net_address=f"{GUEST_ADDRESS}/{GUEST_PREFIX}" if networked else "",
         net_gateway=GATEWAY if networked else "",
@@ -225,7 +238,16 @@ def prepare(state: StateDir, options: RunOptions) -> Prepared:
     )
     RestartPolicy.parse(options.restart)  # refuse a bad policy before anything is written
     return Prepared(
-        record, process, vcpus, memory, options.kernel, network, tuple(ports), tuple(mounts), options.restart
+        record,
+        process,
+        vcpus,
+        memory,
+        options.kernel,
+        network,
+        tuple(ports),
+        tuple(mounts),
+        options.restart,
+        use_virtiofs,
     )
 
 
@@ -233,7 +255,7 @@ def _file(path: str, content: str, mode: int = 0o644) -> str:
     return f"{path}\t{mode:o}\t{content}"
 
 
-def _mount_values(mounts: list[MountSpec]) -> tuple[str, ...]:
+def _mount_values(mounts: list[MountSpec], use_virtiofs: bool) -> tuple[str, ...]:
     """MOUNT fields (docs/protocol.md): shares by tag, in the order `Prepared.shares` tags them."""
     values = []
     for index, mount in enumerate(mounts):
@@ -241,7 +263,8 @@ def _mount_values(mounts: list[MountSpec]) -> tuple[str, ...]:
         if mount.kind == "tmpfs":
             values.append(f"tmpfs\ttmpfs\t{mount.target}\t{options}")
         else:
-            values.append(f"9p\tvol{index}\t{mount.target}\t{options}")
+            transport = "virtiofs" if use_virtiofs and not mount.readonly else "9p"
+            values.append(f"{transport}\tvol{index}\t{mount.target}\t{options}")
     return tuple(values)
 
 
@@ -266,7 +289,14 @@ def open_disk(stack: ExitStack, path: Path) -> DiskSpec:
     return DiskSpec(read_write, read_only)
 
 
-def plan_vm(state: StateDir, prepared: Prepared, channel_fd: int, disk: DiskSpec, quiet: bool = False) -> LaunchPlan:
+def plan_vm(
+    state: StateDir,
+    prepared: Prepared,
+    channel_fd: int,
+    disk: DiskSpec,
+    quiet: bool = False,
+    sockets: dict[str, str] | None = None,
+) -> LaunchPlan:
     kernel = find_kernel(prepared.kernel)
     choice = accel.choose()
     if choice.warning and not quiet:
@@ -282,7 +312,7 @@ def plan_vm(state: StateDir, prepared: Prepared, channel_fd: int, disk: DiskSpec
         channel_fd=channel_fd,
         disks=(disk,),
         network=_user_network(prepared) if prepared.network is NetworkMode.USER else None,
-        shares=prepared.shares,
+        shares=prepared.shares(sockets),
     )
     return QemuDriver().plan(spec)
 
@@ -326,10 +356,13 @@ class RunningVm:
 
 def launch(stack: ExitStack, state: StateDir, prepared: Prepared, disk: DiskSpec, quiet: bool = False) -> RunningVm:
     """Starts QEMU; the stack kills it (after a grace period if the guest was shut down cleanly)."""
+    sockets = {}
+    for share in prepared.virtiofs_shares():
+        sockets[share.tag] = virtiofs.start_daemon(stack, share.path, prepared.socket_name(share.tag))
     host_end, guest_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     stack.callback(host_end.close)
     with guest_end:
-        plan = plan_vm(state, prepared, guest_end.fileno(), disk, quiet)
+        plan = plan_vm(state, prepared, guest_end.fileno(), disk, quiet, sockets)
         console = stack.enter_context(tempfile.TemporaryFile(prefix="vmpod-console-"))  # noqa: SIM115
         phases = Phases()
         stack.callback(phases.report)

@@ -42,6 +42,7 @@ class Share:
     tag: str
     path: Path
     readonly: bool = False
+    vhost_user_socket: str = ""  # an abstract socket name served by virtiofsd; empty: 9p
 
 
 @dataclass(frozen=True)

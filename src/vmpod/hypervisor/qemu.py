@@ -81,10 +81,23 @@ class QemuDriver:
                 "-device", "virtio-net-device,netdev=net0",
             ]
         for share in spec.shares:
+            if share.vhost_user_socket:
+                argv += [
+                    "-chardev", f"socket,id=fs-{share.tag},path={share.vhost_user_socket},abstract=on",
+                    "-device", f"vhost-user-fs-device,chardev=fs-{share.tag},tag={share.tag}",
+                ]
+            else:
+                argv += [
+                    "-fsdev", f"local,id={share.tag},path={escape(str(share.path))},security_model=passthrough"
+                              f"{',readonly=on' if share.readonly else ''}",
+                    "-device", f"virtio-9p-device,fsdev={share.tag},mount_tag={share.tag}",
+                ]
+        if any(share.vhost_user_socket for share in spec.shares):
+            # vhost-user needs guest memory that virtiofsd can map, and modern virtio-mmio devices.
             argv += [
-                "-fsdev", f"local,id={share.tag},path={escape(str(share.path))},security_model=passthrough"
-                          f"{',readonly=on' if share.readonly else ''}",
-                "-device", f"virtio-9p-device,fsdev={share.tag},mount_tag={share.tag}",
+                "-object", f"memory-backend-memfd,id=mem,size={spec.memory_mib}M,share=on",
+                "-machine", "memory-backend=mem",
+                "-global", "virtio-mmio.force-legacy=false",
             ]
         # fmt: on
         return LaunchPlan(tuple(argv), tuple(fds))
