@@ -64,8 +64,8 @@ def vmpod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vmpod]:
     yield tool
 
 
-def qemu_processes(root: Path) -> list[int]:
-    """Hypervisor processes started for this state directory (their initrd lives under it)."""
+def processes(marker: bytes, root: Path) -> list[int]:
+    """Processes whose command line names both marker and this state directory."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -73,9 +73,14 @@ def qemu_processes(root: Path) -> list[int]:
                 cmdline = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if b"qemu-system" in cmdline and str(root).encode() in cmdline:
+            if marker in cmdline and str(root).encode() in cmdline:
                 found.append(int(entry.name))
     return found
+
+
+def qemu_processes(root: Path) -> list[int]:
+    """Hypervisor processes started for this state directory (their initrd lives under it)."""
+    return processes(b"qemu-system", root)
 
 
 def leftovers(root: Path) -> Sequence[str]:

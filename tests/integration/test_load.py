@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Vmpod, leftovers, qemu_processes
+from tests.conftest import Vmpod, leftovers, processes, qemu_processes
 
 pytestmark = pytest.mark.integration
 CONTAINERS = 20
@@ -17,16 +17,7 @@ EXECS = 10
 
 
 def _supervisors(root: Path) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"vmpod.container.supervisor" in cmdline and str(root).encode() in cmdline:
-                found.append(int(entry.name))
-    return found
+    return processes(b"vmpod.container.supervisor", root)
 
 
 def _disk_usage(path: Path) -> int:

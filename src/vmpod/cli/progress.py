@@ -15,13 +15,7 @@ from vmpod.image.reference import Reference
 
 
 def familiar(ref: Reference) -> str:
-    """`busybox:latest`, `localhost:5000/a/b@sha256:…`: the form Docker prints."""
-    text = ref.familiar_name
-    if ref.tag:
-        text += f":{ref.tag}"
-    if ref.digest:
-        text += f"@{ref.digest}"
-    return text
+    return ref.familiar
 
 
 class Lines(Silent):

@@ -55,13 +55,20 @@ class Reference:
     def name(self) -> str:
         return f"{self.domain}/{self.path}"
 
-    def __str__(self) -> str:
-        text = self.name
+    def _with_tag_and_digest(self, text: str) -> str:
         if self.tag:
             text += f":{self.tag}"
         if self.digest:
             text += f"@{self.digest}"
         return text
+
+    def __str__(self) -> str:
+        return self._with_tag_and_digest(self.name)
+
+    @property
+    def familiar(self) -> str:
+        """`busybox:latest`, `localhost:5000/a/b@sha256:…`: the form Docker prints."""
+        return self._with_tag_and_digest(self.familiar_name)
 
     @property
     def familiar_name(self) -> str:
