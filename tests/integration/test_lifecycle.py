@@ -152,3 +152,12 @@ def test_resources_and_memory_given_back(vmpod: Vmpod) -> None:
             time.sleep(1)
     finally:
         vmpod("rm", "-f", "balloon")
+
+
+def test_detached_rm_removes_the_container_when_it_ends(vmpod: Vmpod) -> None:
+    _detach(vmpod, "--rm", "--name", "ephemeral", "busybox", "sh", "-c", "echo bye")
+    deadline = time.monotonic() + 60
+    while "ephemeral" in vmpod("ps", "-a", check=True).stdout.decode():
+        assert time.monotonic() < deadline, "the --rm container was never removed"
+        time.sleep(0.2)
+    assert vmpod("run", "-d", "--rm", "--restart", "always", "busybox", "true").returncode == 125

@@ -115,8 +115,6 @@ def _cmd_run(state: StateDir, args: argparse.Namespace) -> int:
     image_commands.pull_if_missing(state, args.image)
     options = _run_options(args)
     if options.detach and not options.dry_run:
-        if options.remove:
-            raise VmpodError("--rm with -d is not supported yet", "remove the container with `vmpod rm` later")
         print(start_detached(state, options, debug=args.debug).id)
         return 0
     if options.restart != "no":

@@ -290,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
         _report(control.error_reply(VmpodError(f"the supervisor failed: {e}")))
         log.exception("the supervisor failed")
     finally:
-        if (directory / RECORD).exists():  # unless `rm -f` removed it meanwhile
+        if prepared.remove:
+            containers.remove(args.container_id)
+        elif (directory / RECORD).exists():  # unless `rm -f` removed it meanwhile
             record = containers.get(args.container_id)
             containers.update(record, status=Status.EXITED, pid=0, vm_pid=0, exit_code=code, finished=now())
     return code

@@ -103,6 +103,7 @@ class Prepared:
     mounts: tuple[MountSpec, ...] = ()
     restart: str = "no"
     virtiofs: bool = False  # decided once, so that MOUNT fields and devices agree
+    remove: bool = False  # `run -d --rm`: the supervisor removes the container when it ends
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "record": self.record.to_dict()}
@@ -138,6 +139,7 @@ class Prepared:
             tuple(MountSpec.from_dict(m) for m in data["mounts"]),
             data.get("restart", "no"),
             bool(data.get("virtiofs", False)),
+            bool(data.get("remove", False)),
         )
 
     def save(self, directory: Path) -> None:
@@ -236,18 +238,20 @@ def prepare(state: StateDir, options: RunOptions) -> Prepared:
         disk=str(disk.path),
         ports=tuple(str(p) for p in ports),
     )
-    RestartPolicy.parse(options.restart)  # refuse a bad policy before anything is written
+    if RestartPolicy.parse(options.restart).name != "no" and options.remove:
+        raise VmpodError("conflicting options: --restart and --rm", "choose one")
     return Prepared(
-        record,
-        process,
-        vcpus,
-        memory,
-        options.kernel,
-        network,
-        tuple(ports),
-        tuple(mounts),
-        options.restart,
-        use_virtiofs,
+        record=record,
+        process=process,
+        vcpus=vcpus,
+        memory_mib=memory,
+        kernel=options.kernel,
+        network=network,
+        ports=tuple(ports),
+        mounts=tuple(mounts),
+        restart=options.restart,
+        virtiofs=use_virtiofs,
+        remove=options.remove,
     )
 
 
