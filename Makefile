@@ -9,7 +9,8 @@ export VMPOD_KERNEL_CACHE ?= /var/cache/vmpod/kernels
 RUN_PACKAGES := qemu-system-x86 qemu-utils e2fsprogs busybox-static python3-venv kmod
 BUILD_PACKAGES := musl-tools gcc make
 KERNEL_PACKAGES := linux-source-6.1 flex bison bc libelf-dev libssl-dev lz4 cpio xz-utils
-TEST_PACKAGES := tmux docker-registry skopeo umoci apache2-utils openssl
+TEST_PACKAGES := tmux docker-registry skopeo umoci apache2-utils openssl podman runc conmon
+BENCH_PACKAGES := podman runc
 
 .PHONY: all deps test-deps venv agent kernel stock-kernel demo test lint unit integration bench clean
 
@@ -78,7 +79,10 @@ test: test-deps venv agent kernel stock-kernel build/busybox.tar
 	$(VENV)/bin/pytest -q -n 2 tests
 
 bench: venv agent build/busybox.tar
+	$(call apt_install,$(BENCH_PACKAGES))
 	$(PY) bench/run_boot.py
+	$(PY) bench/run_exec.py
+	$(PY) bench/run_memory.py
 
 clean:
 	$(MAKE) -C agent clean
