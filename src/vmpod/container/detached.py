@@ -77,7 +77,13 @@ def stop(state: StateDir, record: ContainerRecord, timeout: float) -> None:
     if record.status not in (Status.RUNNING, Status.RESTARTING):
         return
     directory = ContainerStore(state).directory(record.id)
-    control.call(directory, {"op": "stop", "timeout": timeout})
+    try:
+        control.call(directory, {"op": "stop", "timeout": timeout})
+    except VmpodError:
+        # The supervisor may end (the container stopped) before its answer is written; only a
+        # container still running means the stop failed.
+        if ContainerStore(state).get(record.id).status is Status.RUNNING:
+            raise
     wait_until_exited(state, record.id)
 
 

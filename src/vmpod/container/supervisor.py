@@ -111,6 +111,9 @@ class Supervisor:
             self.vm.phases.mark("exited")
             server.close()
             path.unlink(missing_ok=True)
+            # A `stop` that caused the exit still owes its caller an answer.
+            if self.clients:
+                await asyncio.wait(list(self.clients), timeout=2)
             await shutdown(self.session, self.vm)
             return exit_code(status)
         finally:
@@ -119,6 +122,10 @@ class Supervisor:
 
     # --- clients -----------------------------------------------------------------------------------
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self.clients.add(task)
+            task.add_done_callback(self.clients.discard)
         try:
             request = control.decode(await reader.readline())
             op = request.get("op")
