@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from vmpod.cli.sizes import human_size
-from vmpod.container import detached
-from vmpod.container.exec_client import exec_in
 from vmpod.container.logs import STDERR, Record, lines, read_records, timestamp
 from vmpod.container.state import ContainerRecord, ContainerStore, Status
 from vmpod.container.volumes import VolumeStore
@@ -74,6 +72,8 @@ def _cmd_ps(state: StateDir, args: argparse.Namespace) -> int:
 
 
 def _cmd_rm(state: StateDir, args: argparse.Namespace) -> int:
+    from vmpod.container import detached
+
     store = ContainerStore(state)
 
     def remove(record: ContainerRecord) -> None:
@@ -87,10 +87,14 @@ def _cmd_rm(state: StateDir, args: argparse.Namespace) -> int:
 
 
 def _cmd_stop(state: StateDir, args: argparse.Namespace) -> int:
+    from vmpod.container import detached
+
     return _each(state, args.containers, lambda r: detached.stop(state, r, args.time))
 
 
 def _cmd_kill(state: StateDir, args: argparse.Namespace) -> int:
+    from vmpod.container import detached
+
     name = args.signal.upper().removeprefix("SIG")
     try:
         signo = int(name) if name.isdigit() else int(signal.Signals[f"SIG{name}"])
@@ -100,6 +104,8 @@ def _cmd_kill(state: StateDir, args: argparse.Namespace) -> int:
 
 
 def _cmd_wait(state: StateDir, args: argparse.Namespace) -> int:
+    from vmpod.container import detached
+
     store = ContainerStore(state)
     for text in args.containers:
         print(detached.wait_until_exited(state, store.find(text).id).exit_code)
@@ -115,6 +121,8 @@ def _print_log(record: Record, with_time: bool) -> None:
 
 
 def _cmd_logs(state: StateDir, args: argparse.Namespace) -> int:
+    from vmpod.container import detached
+
     record = ContainerStore(state).find(args.container)
     path = detached.log_path(state, record)
     if not path.exists():
@@ -143,6 +151,8 @@ def _cmd_logs(state: StateDir, args: argparse.Namespace) -> int:
 
 
 def _cmd_exec(state: StateDir, args: argparse.Namespace) -> int:
+    from vmpod.container.exec_client import exec_in
+
     record = ContainerStore(state).find(args.container)
     if record.status is not Status.RUNNING:
         raise VmpodError(f"container {args.container} is not running", "start it first")
@@ -203,6 +213,8 @@ def _inspect(record: ContainerRecord) -> dict[str, Any]:
 
 
 def _follow(state: StateDir, record: ContainerRecord, offset: int) -> int:
+    from vmpod.container import detached
+
     """Prints the container's output from offset on until it stops; returns its exit code (attach)."""
     path = detached.log_path(state, record)
     store = ContainerStore(state)
@@ -220,11 +232,15 @@ def _follow(state: StateDir, record: ContainerRecord, offset: int) -> int:
 
 
 def _log_end(state: StateDir, record: ContainerRecord) -> int:
+    from vmpod.container import detached
+
     path = detached.log_path(state, record)
     return path.stat().st_size if path.exists() else 0
 
 
 def _cmd_start(state: StateDir, args: argparse.Namespace) -> int:
+    from vmpod.container import detached
+
     store = ContainerStore(state)
     if args.attach:
         record = store.find(args.containers[0])
@@ -235,6 +251,8 @@ def _cmd_start(state: StateDir, args: argparse.Namespace) -> int:
 
 
 def _cmd_restart(state: StateDir, args: argparse.Namespace) -> int:
+    from vmpod.container import detached
+
     def restart(record: ContainerRecord) -> None:
         detached.stop(state, record, args.time)
         detached.start(state, ContainerStore(state).get(record.id), args.debug)
@@ -250,6 +268,8 @@ def _cmd_attach(state: StateDir, args: argparse.Namespace) -> int:
 
 
 def _cmd_top(state: StateDir, args: argparse.Namespace) -> int:
+    from vmpod.container.exec_client import exec_in
+
     record = ContainerStore(state).find(args.container)
     if record.status is not Status.RUNNING:
         raise VmpodError(f"container {args.container} is not running", "start it first")

@@ -8,30 +8,27 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vmpod import __version__
 from vmpod.cli import containers as container_commands
 from vmpod.cli import images as image_commands
 from vmpod.cli.sizes import human_size, parse_size
-from vmpod.container.detached import create, start_detached
-from vmpod.container.runner import run_container
-from vmpod.container.spec import ProcessRequest
-from vmpod.container.vm import RunOptions, agent_binary
 from vmpod.errors import ExitCode, VmpodError
-from vmpod.hypervisor import accel
-from vmpod.hypervisor.qemu import QemuDriver
-from vmpod.image.importer import import_tarball
 from vmpod.image.reference import Reference
 from vmpod.image.store import ImageStore
-from vmpod.kernel import find_kernel
 from vmpod.paths import StateDir, kernel_cache
-from vmpod.run import run
+
+# Each verb imports what it needs when it runs: every CLI call pays for its imports at start-up.
+if TYPE_CHECKING:
+    from vmpod.container.vm import RunOptions
 
 Handler = Callable[[StateDir, argparse.Namespace], int]
 
 
 def _cmd_import(state: StateDir, args: argparse.Namespace) -> int:
+    from vmpod.image.importer import import_tarball
+
     state.ensure()
     image = import_tarball(ImageStore(state), args.file, args.reference, args.change or [])
     print(image.id)
@@ -78,6 +75,9 @@ def _cmd_images(state: StateDir, args: argparse.Namespace) -> int:
 
 
 def _run_options(args: argparse.Namespace) -> RunOptions:
+    from vmpod.container.spec import ProcessRequest
+    from vmpod.container.vm import RunOptions
+
     return RunOptions(
         image=args.image,
         process=ProcessRequest(
@@ -112,6 +112,9 @@ def _run_options(args: argparse.Namespace) -> RunOptions:
 
 
 def _cmd_run(state: StateDir, args: argparse.Namespace) -> int:
+    from vmpod.container.detached import start_detached
+    from vmpod.container.runner import run_container
+
     image_commands.pull_if_missing(state, args.image)
     options = _run_options(args)
     if options.detach and not options.dry_run:
@@ -123,12 +126,19 @@ def _cmd_run(state: StateDir, args: argparse.Namespace) -> int:
 
 
 def _cmd_create(state: StateDir, args: argparse.Namespace) -> int:
+    from vmpod.container.detached import create
+
     image_commands.pull_if_missing(state, args.image)
     print(create(state, _run_options(args)).id)
     return 0
 
 
 def _cmd_info(state: StateDir, args: argparse.Namespace) -> int:
+    from vmpod.container.vm import agent_binary
+    from vmpod.hypervisor import accel
+    from vmpod.hypervisor.qemu import QemuDriver
+    from vmpod.kernel import find_kernel
+
     driver = QemuDriver()
     choice = accel.choose()
     info: dict[str, Any] = {
@@ -160,6 +170,8 @@ def _cmd_info(state: StateDir, args: argparse.Namespace) -> int:
 
 
 def _agent_version(agent: Path) -> str:
+    from vmpod.run import run
+
     done = run([str(agent), "--version"], check=False)
     return done.stdout.strip() or "unknown version"
 

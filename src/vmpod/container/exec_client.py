@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from vmpod.container import control, terminal
-from vmpod.container.vm import exit_code
 from vmpod.errors import ExitCode
 from vmpod.guest.codec import ProtocolError, decode_fields, decode_header, encode_fields, encode_frame
 from vmpod.guest.messages import HEADER_SIZE, MAX_DATA, Field, Message
-from vmpod.guest.session import ExitStatus, fd_sink
+from vmpod.guest.session import ExitStatus, exit_code, fd_sink
 
 _EXIT_FIELDS = frozenset({Field.EXIT_CODE, Field.EXIT_SIGNAL})
 

@@ -43,7 +43,8 @@ from vmpod.container.users import resolve_user
 from vmpod.container.volumes import MountSpec, VolumeStore, parse_mount, parse_tmpfs, parse_volume
 from vmpod.errors import ExitCode, VmpodError
 from vmpod.guest.codec import ProtocolError
-from vmpod.guest.session import AgentError, AgentSession, ExitStatus, ProcessSpec
+from vmpod.guest.session import AgentError, AgentSession, ProcessSpec
+from vmpod.guest.session import exit_code as exit_code  # re-exported: callers map statuses here
 from vmpod.hypervisor import accel, virtiofs
 from vmpod.hypervisor.base import DiskSpec, LaunchPlan, PortForward, Share, UserNetwork, VmSpec
 from vmpod.hypervisor.qemu import QemuDriver
@@ -383,12 +384,6 @@ def _reap(qemu: subprocess.Popen[bytes], phases: Phases) -> None:
         qemu.kill()
         qemu.wait()
     phases.mark("gone")
-
-
-def exit_code(status: ExitStatus) -> int:
-    if status.signal is not None:
-        return ExitCode.SIGNAL_BASE + status.signal
-    return status.code if status.code is not None else ExitCode.ENGINE
 
 
 def start_error(error: AgentError) -> VmpodError:

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
+from vmpod.errors import ExitCode
 from vmpod.guest.codec import (
     FieldValue,
     ProtocolError,
@@ -104,6 +105,13 @@ class ProcessSpec:
 class ExitStatus:
     code: int | None = None
     signal: int | None = None
+
+
+def exit_code(status: ExitStatus) -> int:
+    """The status as Docker reports it: the process's code, or 128+N when signal N killed it."""
+    if status.signal is not None:
+        return ExitCode.SIGNAL_BASE + status.signal
+    return status.code if status.code is not None else ExitCode.ENGINE
 
 
 class AgentError(Exception):
