@@ -13,6 +13,9 @@
 #include "mounts.h"
 #include "net.h"
 
+/* As mounts.c mounts 9p volumes; the root keeps the guest's page cache (nothing else writes it). */
+#define ROOT_9P_DATA "trans=virtio,version=9p2000.L,msize=262144"
+
 const char *container_prefix(void) { return is_pid1() ? NEWROOT : ""; }
 
 static int mkdir_p(const char *path, mode_t mode)
@@ -97,15 +100,19 @@ int container_setup(const struct start_req *r, char *msg, size_t cap)
         snprintf(msg, cap, "ROOT_DEVICE is empty");
         return EINVAL;
     }
-    wait_for_device(r->root_device);
+    /* A shared filesystem (virtio-fs, 9p) is named by its tag, not by a device node. */
+    int shared = strcmp(r->root_fstype, "virtiofs") == 0 || strcmp(r->root_fstype, "9p") == 0;
+    if (!shared)
+        wait_for_device(r->root_device);
     mkdir(NEWROOT, 0755);
     /* The root is mounted writable even for a read-only container, so that missing mount points and
      * /etc files can be created first (as Docker does); it becomes read-only at the end. */
     unsigned long ro = 0;
     /* noinit_itable spares the lazy inode-table zeroing thread; an option only, so fall back. */
+    const char *data = strcmp(r->root_fstype, "9p") == 0 ? ROOT_9P_DATA : NULL;
     if ((strcmp(r->root_fstype, "ext4") != 0 ||
          mount(r->root_device, NEWROOT, r->root_fstype, ro, "noinit_itable") < 0) &&
-        mount(r->root_device, NEWROOT, r->root_fstype, ro, NULL) < 0) {
+        mount(r->root_device, NEWROOT, r->root_fstype, ro, data) < 0) {
         e = errno;
         snprintf(msg, cap, "mount %s (%s) on " NEWROOT ": %s", r->root_device, r->root_fstype,
                  strerror(e));

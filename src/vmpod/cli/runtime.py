@@ -1,0 +1,333 @@
+"""`vmpod-runtime`: runc's command line, for engines (Podman, containerd, Docker) that call an OCI runtime.
+
+Each verb is one thin function over `vmpod.oci`. A container is a VM owned by its supervisor
+(`vmpod.oci.shim`); the pid the engine is given is that supervisor's, which exits with the container's
+exit status. Errors go to stderr as runc writes them (and to `--log`, in `--log-format`), exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from vmpod import __version__
+from vmpod.container import control
+from vmpod.container.state import alive
+from vmpod.errors import VmpodError
+from vmpod.oci import bundle as oci_bundle
+from vmpod.oci import hooks
+from vmpod.oci.state import DEFAULT_ROOT, OCI_VERSION, NotFound, Record, Status, Store, timestamp
+from vmpod.paths import write_atomically
+
+log = logging.getLogger("vmpod")
+KILL_WAIT_S = 10.0
+
+Handler = Callable[[Store, argparse.Namespace], int]
+
+
+class Output:
+    """Where errors go: the engine's --log file in its format, else stderr."""
+
+    log_file: str = ""
+    log_format: str = "text"
+
+    @classmethod
+    def error(cls, message: str) -> None:
+        now = timestamp()
+        if not cls.log_file:  # as runc: with --log, errors go to the log only (engines read it from there)
+            print(f'time="{now}" level=error msg={json.dumps(message)}', file=sys.stderr)
+        else:
+            if cls.log_format == "json":
+                line = json.dumps({"level": "error", "msg": message, "time": now})
+            else:
+                line = f'time="{now}" level=error msg={json.dumps(message)}'
+            try:
+                with open(cls.log_file, "a", encoding="utf-8") as out:
+                    out.write(line + "\n")
+            except OSError:
+                pass
+
+
+def parse_signal(value: str) -> int:
+    text = value.upper()
+    if text.isdigit():
+        number = int(text)
+        if 0 <= number < signal.NSIG:
+            return number
+    else:
+        name = text if text.startswith("SIG") else f"SIG{text}"
+        try:
+            return int(signal.Signals[name])
+        except KeyError:
+            pass
+    raise VmpodError(f"unknown signal {value!r}", exit_code=1)
+
+
+# --- verbs ------------------------------------------------------------------------------------------
+def cmd_create(store: Store, args: argparse.Namespace) -> int:
+    bundle = oci_bundle.load(Path(args.bundle or "."))
+    oci_bundle.layout(bundle)  # refuse what cannot become a VM before anything is written
+    missing = oci_bundle.missing_command(bundle)
+    if missing:
+        raise VmpodError(f"vmpod-runtime create failed: unable to start container process: {missing}", exit_code=1)
+    record = Record(
+        id=args.container_id,
+        bundle=str(bundle.path),
+        rootfs=str(bundle.root),
+        status=Status.CREATING,
+        created=timestamp(),
+        annotations=bundle.annotations,
+    )
+    store.new(record)
+    try:
+        pid = _start_shim(store, args, bundle.path)
+    except BaseException:
+        store.remove(record.id)
+        raise
+    if args.pid_file:
+        write_atomically(Path(args.pid_file).absolute(), str(pid).encode(), 0o644)
+    return 0
+
+
+def _start_shim(store: Store, args: argparse.Namespace, bundle: Path) -> int:
+    """Double-forks the supervisor away (the engine's subreaper adopts it) and waits for `created`."""
+    argv = [
+        sys.executable,
+        "-m",
+        "vmpod.oci.shim",
+        "--root",
+        str(store.root),
+        "--bundle",
+        str(bundle),
+        *(["--console-socket", os.path.abspath(args.console_socket)] if args.console_socket else []),
+        *(["--debug"] if args.debug else []),
+    ]
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child only forks and execs
+        try:
+            os.close(read_end)
+            if os.fork() == 0:
+                os.set_inheritable(write_end, True)
+                os.execv(sys.executable, [*argv, "--ready-fd", str(write_end), args.container_id])
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(child, 0)
+    with os.fdopen(read_end, "rb") as reader:
+        line = reader.readline(control.MAX_REQUEST + 1)
+    if not line:
+        raise VmpodError(
+            "the container's supervisor died while creating it",
+            f"see {store.directory(args.container_id) / 'shim.log'}",
+            exit_code=1,
+        )
+    reply = control.raise_for(control.decode(line))
+    return int(reply["pid"])
+
+
+def _call(store: Store, record: Record, request: dict[str, Any]) -> None:
+    try:
+        control.call(store.directory(record.id), request)
+    except VmpodError as e:
+        raise VmpodError(e.message, e.hint, exit_code=1) from None
+
+
+def cmd_start(store: Store, args: argparse.Namespace) -> int:
+    record = store.get(args.container_id)
+    status = record.current()
+    if status is Status.RUNNING:
+        raise VmpodError("cannot start an already running container", exit_code=1)
+    if status is Status.STOPPED:
+        raise VmpodError("cannot start a container that has stopped", exit_code=1)
+    if status is not Status.CREATED:
+        raise VmpodError(f"cannot start a container in the {status} state", exit_code=1)
+    _call(store, record, {"op": "start"})
+    return 0
+
+
+def cmd_state(store: Store, args: argparse.Namespace) -> int:
+    print(json.dumps(store.get(args.container_id).oci_state(), indent=2))
+    return 0
+
+
+def cmd_kill(store: Store, args: argparse.Namespace) -> int:
+    signo = parse_signal(args.signal)
+    record = store.get(args.container_id)
+    if record.current() not in (Status.CREATED, Status.RUNNING):
+        raise VmpodError("container not running", exit_code=1)
+    # --all: the agent ends every process in the VM with the main one; the signal goes to the main one.
+    _call(store, record, {"op": "kill", "signal": signo})
+    return 0
+
+
+def _end_supervisor(record: Record) -> None:
+    if alive(record.pid, record.pid_start):
+        try:
+            os.kill(record.pid, signal.SIGKILL)  # QEMU and virtiofsd die with it (PR_SET_PDEATHSIG)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + KILL_WAIT_S
+        while alive(record.pid, record.pid_start) and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+
+def cmd_delete(store: Store, args: argparse.Namespace) -> int:
+    try:
+        record = store.get(args.container_id)
+    except NotFound:
+        if args.force:
+            return 0
+        raise
+    status = record.current()
+    if status is Status.RUNNING and not args.force:
+        raise VmpodError(f"cannot delete container {record.id} that is not stopped: running", exit_code=1)
+    _end_supervisor(record)
+    try:
+        bundle = oci_bundle.load(Path(record.bundle))
+    except VmpodError:
+        bundle = None
+    if bundle is not None:
+        stopped = Record(**{**record.__dict__, "status": Status.STOPPED})
+        asyncio.run(hooks.run_stage(bundle, "poststop", stopped, fatal=False))
+    store.remove(record.id)
+    return 0
+
+
+def cmd_list(store: Store, args: argparse.Namespace) -> int:
+    records = []
+    for container_id in store.ids():
+        try:
+            records.append(store.get(container_id))
+        except VmpodError:
+            continue
+    if args.quiet:
+        for record in records:
+            print(record.id)
+    elif args.format == "json":
+        print(json.dumps([_list_entry(r) for r in records]))
+    else:
+        rows = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")]
+        for r in records:
+            entry = _list_entry(r)
+            rows.append((r.id, str(entry["pid"]), entry["status"], r.bundle, r.created, "root"))
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            print("   ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _list_entry(record: Record) -> dict[str, Any]:
+    state = record.oci_state()
+    return {
+        "ociVersion": OCI_VERSION,
+        "id": record.id,
+        "pid": state["pid"],
+        "status": state["status"],
+        "bundle": record.bundle,
+        "rootfs": record.rootfs,
+        "created": record.created,
+        "owner": "root",
+    }
+
+
+def features() -> dict[str, Any]:
+    return {
+        "ociVersionMin": "1.0.0",
+        "ociVersionMax": OCI_VERSION,
+        "hooks": ["prestart", "createRuntime", "poststart", "poststop"],
+        "mountOptions": ["ro", "rw", "bind", "rbind", "nosuid", "nodev", "noexec", "size", "mode"],
+        "linux": {
+            "namespaces": [],
+            "capabilities": [],
+            "cgroup": {"v1": False, "v2": False, "systemd": False, "systemdUser": False},
+            "seccomp": {"enabled": False},
+            "apparmor": {"enabled": False},
+            "selinux": {"enabled": False},
+        },
+        "annotations": {"org.vmpod.isolation": "vm", "org.vmpod.version": __version__},
+    }
+
+
+def cmd_features(store: Store, args: argparse.Namespace) -> int:
+    print(json.dumps(features(), indent=2))
+    return 0
+
+
+# --- parsing ----------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vmpod-runtime", description="An OCI runtime that runs each container in a VM"
+    )
+    parser.add_argument("-v", "--version", action="store_true", help="print the version")
+    parser.add_argument("--root", default=str(DEFAULT_ROOT), help="state directory")
+    parser.add_argument("--log", default="", help="log file (errors, and debug output with --debug)")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+    parser.add_argument("--debug", action="store_true")
+    parser.add_argument("--systemd-cgroup", action="store_true", help="accepted; the VM has its own cgroups")
+    parser.add_argument("--rootless", default="auto", help="accepted and ignored")
+    parser.add_argument("--criu", default="", help=argparse.SUPPRESS)
+    verbs = parser.add_subparsers(dest="verb", metavar="COMMAND")
+
+    def verb(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        sub = verbs.add_parser(name, help=help_text)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    create = verb("create", cmd_create, "create a container (boots its VM; the process waits for start)")
+    create.add_argument("-b", "--bundle", default="")
+    create.add_argument("--pid-file", default="")
+    create.add_argument("--console-socket", default="")
+    create.add_argument("--no-pivot", action="store_true", help="accepted; there is no pivot_root")
+    create.add_argument("--no-new-keyring", action="store_true", help="accepted")
+    create.add_argument("--preserve-fds", type=int, default=0, help="accepted; extra fds are not passed")
+    create.add_argument("container_id")
+    verb("start", cmd_start, "start the created container's process").add_argument("container_id")
+    verb("state", cmd_state, "print the container's state as JSON").add_argument("container_id")
+    kill = verb("kill", cmd_kill, "send a signal to the container's process")
+    kill.add_argument("-a", "--all", action="store_true")
+    kill.add_argument("container_id")
+    kill.add_argument("signal", nargs="?", default="SIGTERM")
+    delete = verb("delete", cmd_delete, "delete a stopped container")
+    delete.add_argument("-f", "--force", action="store_true")
+    delete.add_argument("container_id")
+    listing = verb("list", cmd_list, "list containers")
+    listing.add_argument("-f", "--format", choices=("table", "json"), default="table")
+    listing.add_argument("-q", "--quiet", action="store_true")
+    verb("features", cmd_features, "print the runtime's features as JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    Output.log_file, Output.log_format = args.log, args.log_format
+    if args.version:
+        print(f"vmpod-runtime version {__version__}\nspec: {OCI_VERSION}")
+        return 0
+    if args.verb is None:
+        parser.print_usage(sys.stderr)
+        return 1
+    if args.debug:
+        handler: logging.Handler = logging.FileHandler(args.log) if args.log else logging.StreamHandler()
+        logging.basicConfig(level=logging.DEBUG, handlers=[handler], format="%(asctime)s %(message)s")
+    try:
+        return int(args.handler(Store(Path(args.root).absolute()), args))
+    except VmpodError as e:
+        Output.error(str(e))
+        return 1  # runc's status for every failure; the container's own status is the supervisor's
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""OCI hooks, run on the host at the points the runtime spec defines, with the state JSON on stdin.
+
+The programs are the engine's (from `config.json`), started with exactly their `args` and `env`, never
+through a shell. createRuntime and prestart run before `create` returns (a failure fails `create`);
+poststart after the process started and poststop when `delete` removes the container (failures there
+are only logged, as the spec says). The other stages (createContainer, startContainer) run inside the
+container's namespaces in runc; there is no host process in the VM to run them in, so they are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from vmpod.errors import VmpodError
+from vmpod.oci.bundle import Bundle, Hook
+from vmpod.oci.state import Record
+
+log = logging.getLogger("vmpod")
+DEFAULT_TIMEOUT_S = 60.0
+
+
+async def run_hook(hook: Hook, state: bytes) -> None:
+    argv = hook.args or (hook.path,)
+    log.debug("+ hook %s %s", hook.path, " ".join(argv[1:]))
+    try:
+        process = await asyncio.create_subprocess_exec(
+            argv[0],
+            *argv[1:],
+            executable=hook.path,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env=dict(e.split("=", 1) for e in hook.env if "=" in e),
+        )
+    except OSError as e:
+        raise VmpodError(f"hook {hook.path}: {e.strerror}", exit_code=1) from None
+    try:
+        _, err = await asyncio.wait_for(process.communicate(state), hook.timeout or DEFAULT_TIMEOUT_S)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise VmpodError(f"hook {hook.path} timed out", exit_code=1) from None
+    if process.returncode != 0:
+        detail = err.decode(errors="replace").strip().splitlines()[-1:] or [f"exit status {process.returncode}"]
+        raise VmpodError(f"hook {hook.path} failed: {detail[0]}", exit_code=1)
+
+
+async def run_stage(bundle: Bundle, stage: str, record: Record, fatal: bool = True) -> None:
+    state = json.dumps(record.oci_state()).encode()
+    for hook in bundle.hooks.get(stage, ()):
+        try:
+            await run_hook(hook, state)
+        except VmpodError as e:
+            if fatal:
+                raise
+            log.warning("%s", e)

@@ -1,0 +1,115 @@
+"""Peers for the OCI runtime's tests: runc and Podman, set up on loopback-only, throwaway state."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, _require_busybox_tarball
+
+RUNTIME = REPO / ".venv" / "bin" / "vmpod-runtime"
+
+
+def need(tool: str, package: str) -> str:
+    """The tool's path; a missing one fails the test with the Debian package that provides it."""
+    path = shutil.which(tool) or (f"/usr/sbin/{tool}" if Path(f"/usr/sbin/{tool}").exists() else None)
+    if path is None:
+        pytest.fail(f"{tool} is missing: apt-get install {package} (or `make test-deps`)")
+    return path
+
+
+def runtime_binary() -> Path:
+    if not RUNTIME.is_file():
+        pytest.fail(f"{RUNTIME} is missing: run `.venv/bin/pip install -e '.[dev]'`")
+    return RUNTIME
+
+
+def unpack_rootfs(target: Path) -> Path:
+    """The busybox test image as a bundle's root directory."""
+    target.mkdir(parents=True)
+    with tarfile.open(_require_busybox_tarball()) as tar:
+        tar.extractall(target, filter="fully_trusted")  # our own build output
+    target.chmod(0o755)  # the tarball's "./" is 0700; an engine's unpacked root is 0755, as in the image store
+    return target
+
+
+def shim_processes(root: Path) -> list[int]:
+    """vmpod-runtime supervisors of this state directory that are still alive."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if b"vmpod.oci.shim" in cmdline and str(root).encode() in cmdline and state != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+@dataclass
+class Podman:
+    """Podman with the settings this host needs (docs/conformance.md), on a private store."""
+
+    home: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["CONTAINERS_CONF"] = str(self.home / "containers.conf")
+        env["CONTAINERS_STORAGE_CONF"] = str(self.home / "storage.conf")
+        env.pop("VMPOD_AGENT", None)  # the installed agent: what a user of the engine gets
+        return env
+
+    def __call__(
+        self, *args: str, input: bytes | None = None, timeout: float = 300
+    ) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            ["podman", *args],
+            input=input,
+            capture_output=True,
+            env=self.env,
+            timeout=timeout,
+            stdin=None if input is not None else subprocess.DEVNULL,
+        )
+
+
+@pytest.fixture(scope="session")
+def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
+    need("podman", "podman")
+    need("runc", "runc")
+    need("conmon", "conmon")
+    home = tmp_path_factory.mktemp("podman")
+    (home / "containers.conf").write_text(
+        "[containers]\n"
+        'default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]\n'
+        'netns = "none"\n'
+        "[engine]\n"
+        'cgroup_manager = "cgroupfs"\n'
+        'events_logger = "file"\n'
+        f'events_logfile_path = "{home}/events.log"\n'
+        'runtime = "runc"\n'
+        f'tmp_dir = "{home}/tmp"\n'
+    )
+    (home / "storage.conf").write_text(
+        f'[storage]\ndriver = "vfs"\nrunroot = "{home}/run"\ngraphroot = "{home}/graph"\n'
+    )
+    tool = Podman(home)
+    done = tool("import", "-q", str(_require_busybox_tarball()), "localhost/busybox:latest")
+    assert done.returncode == 0, done.stderr.decode()
+    yield tool
+    tool("rm", "-af", "-t", "0")
+    tool("--runtime", str(RUNTIME), "rm", "-af", "-t", "0")
+    subprocess.run(["umount", "-R", str(home / "graph")], capture_output=True)
+
+
+# Podman calls the runtime without --root: its containers live in the runtime's default state directory.
+DEFAULT_RUNTIME_ROOT = Path("/run/vmpod-runtime")

@@ -1,0 +1,122 @@
+"""Drives one OCI runtime through a lifecycle, as an engine does, and prints what happened as JSON.
+
+Run as its own process (`python -m tests.conformance.harness SCRIPT.json`): it makes itself a child
+subreaper (as conmon and containerd's shims are), so the pid a runtime writes to `--pid-file` is
+reparented here and its exit status can be collected, whichever runtime it is.
+
+SCRIPT: {"runtime": [ARGV…], "root": DIR, "bundle": DIR, "id": ID, "steps": [[OP, ARG…], …]} with OP one
+of create, start, state, kill SIGNAL, delete [--force], wait (the exit status of the pid), sleep S.
+The container's stdout and stderr are files handed to `create`, as an engine hands it pipes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+PR_SET_CHILD_SUBREAPER = 36
+STEP_TIMEOUT_S = 180.0
+
+
+def _subreaper() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "PR_SET_CHILD_SUBREAPER")
+
+
+_reaped: dict[int, int] = {}  # pid -> exit status of children reaped before anyone asked
+
+
+def _status(status: int) -> int:
+    return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+
+
+def _wait_for(pid: int, timeout: float) -> int | None:
+    """The exit status of pid (reparented to us), as a shell reports it; None on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pid in _reaped:
+            return _reaped[pid]
+        try:
+            got, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return _reaped.get(pid)
+        if got == pid:
+            return _status(status)
+        time.sleep(0.02)
+    return None
+
+
+def _reap_others() -> None:
+    """Orphans the runtimes leave to the subreaper; their statuses are kept for `wait`."""
+    while True:
+        try:
+            got, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if got == 0:
+            return
+        _reaped[got] = _status(status)
+
+
+def run(script: dict[str, Any]) -> dict[str, Any]:
+    runtime = [*script["runtime"], "--root", script["root"]]
+    container_id = script["id"]
+    work = Path(tempfile.mkdtemp(prefix="oci-harness-"))
+    pid_file, out_path, err_path = work / "pid", work / "stdout", work / "stderr"
+    steps: list[dict[str, Any]] = []
+    pid = 0
+    for step in script["steps"]:
+        op, rest = step[0], [str(a) for a in step[1:]]
+        record: dict[str, Any] = {"op": " ".join(step)}
+        if op == "sleep":
+            time.sleep(float(rest[0]))
+            continue
+        if op == "wait":
+            record["status"] = _wait_for(pid, STEP_TIMEOUT_S) if pid else None
+            steps.append(record)
+            continue
+        if op == "create":
+            argv = [*runtime, "create", "--bundle", script["bundle"], "--pid-file", str(pid_file), container_id]
+            with open(out_path, "wb") as out, open(err_path, "wb") as err:
+                done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, timeout=STEP_TIMEOUT_S)
+            record["rc"] = done.returncode
+            if done.returncode != 0:
+                record["stderr"] = err_path.read_text(errors="replace")[-2000:]
+            elif pid_file.is_file():
+                pid = int(pid_file.read_text())
+        else:
+            argv = [*runtime, op, *([container_id] if op != "kill" else [container_id, *rest])]
+            if op == "delete":
+                argv = [*runtime, op, *rest, container_id]
+            done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=STEP_TIMEOUT_S)
+            record["rc"] = done.returncode
+            if op == "state" and done.returncode == 0:
+                record["state"] = json.loads(done.stdout)
+            if done.returncode != 0:
+                record["stderr"] = done.stderr.decode(errors="replace")[-2000:]
+        steps.append(record)
+        _reap_others()
+    return {
+        "steps": steps,
+        "stdout": out_path.read_text(errors="replace") if out_path.exists() else "",
+        "stderr": err_path.read_text(errors="replace") if err_path.exists() else "",
+    }
+
+
+def main() -> int:
+    _subreaper()
+    script = json.loads(Path(sys.argv[1]).read_text())
+    print(json.dumps(run(script)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
