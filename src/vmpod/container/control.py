@@ -9,10 +9,11 @@ SIGNAL from the client. The socket lives in the container's 0700 directory and i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 from vmpod.errors import ExitCode, VmpodError
 
 SOCKET_NAME = "control.sock"
+ClientHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 MAX_REQUEST = 1 << 20
 
 
@@ -57,6 +59,16 @@ def socket_path(directory: Path) -> Iterator[str]:
         yield f"/proc/self/fd/{fd}/{SOCKET_NAME}"
     finally:
         os.close(fd)
+
+
+async def serve(directory: Path, handler: ClientHandler) -> asyncio.Server:
+    """Listens on the directory's control socket, readable and writable by its owner only."""
+    old_umask = os.umask(0o177)
+    try:
+        with socket_path(directory) as short_path:
+            return await asyncio.start_unix_server(handler, path=short_path, limit=MAX_REQUEST)
+    finally:
+        os.umask(old_umask)
 
 
 def connect(directory: Path) -> socket.socket:

@@ -89,12 +89,7 @@ class Supervisor:
             except ProtocolError as e:
                 raise VmpodError(f"the VM failed: {e}", self.vm.console_hint()) from None
             path = self.directory / control.SOCKET_NAME
-            old_umask = os.umask(0o177)  # the socket is the owner's only
-            try:
-                with control.socket_path(self.directory) as short_path:
-                    server = await asyncio.start_unix_server(self._client, path=short_path, limit=control.MAX_REQUEST)
-            finally:
-                os.umask(old_umask)
+            server = await control.serve(self.directory, self._client)
             me = os.getpid()
             record = self.containers.get(self.prepared.record.id)
             self.containers.update(

@@ -166,12 +166,7 @@ class Shim:
                 raise VmpodError(f"the VM failed: {e}", self.vm.console_hint()) from None
             if self.bundle.terminal:
                 self._open_console()
-            old_umask = os.umask(0o177)
-            try:
-                with control.socket_path(self.directory) as short_path:
-                    server = await asyncio.start_unix_server(self._client, path=short_path, limit=control.MAX_REQUEST)
-            finally:
-                os.umask(old_umask)
+            server = await control.serve(self.directory, self._client)
             me = os.getpid()
             self.record = self.store.update(self.record, status=Status.CREATING, pid=me, pid_start=start_time(me))
             await hooks.run_stage(self.bundle, "createRuntime", self.record)
