@@ -161,3 +161,12 @@ def test_detached_rm_removes_the_container_when_it_ends(vmpod: Vmpod) -> None:
         assert time.monotonic() < deadline, "the --rm container was never removed"
         time.sleep(0.2)
     assert vmpod("run", "-d", "--rm", "--restart", "always", "busybox", "true").returncode == 125
+
+
+def test_attach_sends_stdin_and_returns_the_exit_code(vmpod: Vmpod) -> None:
+    script = 'echo ready; while read line; do echo "got $line"; [ "$line" = quit ] && exit 4; done'
+    _detach(vmpod, "-i", "--name", "chat", "busybox", "sh", "-c", script)
+    _wait_for_log(vmpod, "chat", b"ready")
+    done = vmpod("attach", "chat", input=b"hello\nquit\n")
+    assert (done.returncode, done.stdout) == (4, b"got hello\ngot quit\n"), done.stderr
+    vmpod("rm", "chat", check=True)

@@ -261,10 +261,16 @@ def _cmd_restart(state: StateDir, args: argparse.Namespace) -> int:
 
 
 def _cmd_attach(state: StateDir, args: argparse.Namespace) -> int:
-    record = ContainerStore(state).find(args.container)
+    from vmpod.container.exec_client import exec_in
+    from vmpod.container.vm import Prepared
+
+    store = ContainerStore(state)
+    record = store.find(args.container)
     if record.status is not Status.RUNNING:
         raise VmpodError(f"container {args.container} is not running", "start it first")
-    return _follow(state, record, _log_end(state, record))
+    process = Prepared.load(store.directory(record.id)).process
+    request = {"op": "attach", "interactive": process.stdin_open and not args.no_stdin, "tty": process.terminal}
+    return exec_in(store.directory(record.id), request)
 
 
 def _cmd_top(state: StateDir, args: argparse.Namespace) -> int:
@@ -453,7 +459,8 @@ def register(sub: Any) -> None:
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
     p.set_defaults(handler=_cmd_restart)
 
-    p = sub.add_parser("attach", help="follow a running container's output until it stops")
+    p = sub.add_parser("attach", help="attach to a running container's main process until it stops")
+    p.add_argument("--no-stdin", action="store_true", help="do not send our stdin to the container")
     p.add_argument("container", metavar="CONTAINER")
     p.set_defaults(handler=_cmd_attach)
 

@@ -35,7 +35,7 @@ from vmpod.container.vm import (
 )
 from vmpod.errors import ExitCode, VmpodError
 from vmpod.guest.codec import ProtocolError, decode_fields, decode_header, encode_fields, encode_frame
-from vmpod.guest.messages import HEADER_SIZE, MAX_DATA, Field, Message
+from vmpod.guest.messages import HEADER_SIZE, MAIN_PROCESS, MAX_DATA, Field, Message
 from vmpod.guest.session import AgentError, AgentSession, ExitStatus, OutputSink, ProcessSpec
 from vmpod.image.config import merge_env
 from vmpod.paths import StateDir
@@ -43,6 +43,7 @@ from vmpod.rootfs.disk import BaseDisk
 
 log = logging.getLogger("vmpod")
 KILL_WAIT_S = 10.0
+ATTACH_BUFFER = 4 << 20
 _CLIENT_FIELDS = frozenset({Field.ROWS, Field.COLS, Field.SIGNO})
 
 
@@ -76,10 +77,18 @@ class Supervisor:
         self.log = LogWriter(self.directory / LOG_NAME)
         self.session = AgentSession(vm.channel, self._to_log)
         self.clients: set[asyncio.Task[None]] = set()
+        self.attached: set[asyncio.StreamWriter] = set()  # `vmpod attach` clients: live output
         self.stopped = False  # by `vmpod stop`: no restart policy brings it back
 
     async def _to_log(self, process: int, kind: Message, data: bytes) -> None:
         self.log.write(STDOUT if kind is Message.STDOUT else STDERR, data)
+        for writer in list(self.attached):
+            # The log is the record; an attached client that does not keep up is dropped, not waited for.
+            if writer.transport.get_write_buffer_size() > ATTACH_BUFFER:
+                self.attached.discard(writer)
+                writer.close()
+            else:
+                writer.write(encode_frame(kind, 0, data))
 
     async def run(self) -> int:
         await self.session.open()
@@ -132,6 +141,8 @@ class Supervisor:
                 writer.write(control.encode({"ok": True}))
             elif op == "exec":
                 await self._exec(request, reader, writer)
+            elif op == "attach":
+                await self._attach(reader, writer)
             else:
                 raise VmpodError(f"unknown control request {op!r}")
         except VmpodError as e:
@@ -220,7 +231,21 @@ class Supervisor:
             pump.cancel()
         writer.write(encode_frame(Message.EXIT, 0, encode_fields(_exit_fields(status))))
 
-    async def _from_client(self, reader: asyncio.StreamReader, handle: int, gone: asyncio.Event) -> None:
+    async def _attach(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Live output of the main process from now on, and the client's input to it, until it exits."""
+        writer.write(control.encode({"ok": True}))
+        self.attached.add(writer)
+        pump = asyncio.create_task(self._from_client(reader, MAIN_PROCESS, asyncio.Event(), close_stdin=False))
+        try:
+            status = await self.session.wait_exit()
+        finally:
+            pump.cancel()
+            self.attached.discard(writer)
+        writer.write(encode_frame(Message.EXIT, 0, encode_fields(_exit_fields(status))))
+
+    async def _from_client(
+        self, reader: asyncio.StreamReader, handle: int, gone: asyncio.Event, close_stdin: bool = True
+    ) -> None:
         try:
             while True:
                 header = decode_header(await reader.readexactly(HEADER_SIZE))
@@ -240,8 +265,9 @@ class Supervisor:
                     raise ProtocolError(f"unexpected {header.type.name} from a client")
         except (asyncio.IncompleteReadError, ConnectionError, ProtocolError):
             gone.set()
-            with suppress(AgentError, ProtocolError):
-                await self.session.close_stdin(handle)
+            if close_stdin:  # a detaching `attach` leaves the container's stdin open, as Docker does
+                with suppress(AgentError, ProtocolError):
+                    await self.session.close_stdin(handle)
 
 
 def _exit_fields(status: ExitStatus) -> list[tuple[Field, int]]:

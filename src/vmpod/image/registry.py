@@ -31,6 +31,7 @@ TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _MAX_ERROR_BODY = 64 << 10
 _MAX_RETRY_AFTER = 30.0
 T = TypeVar("T")
+Body = Callable[[], bytes | Iterator[bytes]]
 
 
 def hostname(domain: str) -> str:
@@ -141,18 +142,29 @@ class Registry:
         self.close()
 
     # --- requests ----------------------------------------------------------------------------------
-    def _send(self, url: str, headers: dict[str, str], scope: str) -> httpx.Response:
-        """A streaming GET, authorized as the registry asks; transient trouble raises _Transient."""
+    def _send(
+        self, url: str, headers: dict[str, str], scope: str, method: str = "GET", body: Body | None = None
+    ) -> httpx.Response:
+        """A streaming request, authorized as the registry asks; transient trouble raises _Transient.
+
+        `body` makes the request's content afresh for each try (a 401 answered, a retry).
+        """
+
+        def send(headers: dict[str, str]) -> httpx.Response:
+            content = body() if body is not None else None
+            request = self.client.build_request(method, url, headers=headers, content=content)
+            return self.client.send(request, stream=True)
+
         try:
             cached = self.auth.header(scope)
             if cached:
                 headers = {**headers, "Authorization": cached}
-            response = self.client.send(self.client.build_request("GET", url, headers=headers), stream=True)
+            response = send(headers)
             if response.status_code == 401:
                 challenge = response.headers.get("WWW-Authenticate")
                 response.close()
                 headers = {**headers, "Authorization": self.auth.respond(challenge, scope)}
-                response = self.client.send(self.client.build_request("GET", url, headers=headers), stream=True)
+                response = send(headers)
                 if response.status_code == 401:
                     detail = _error_detail(response)
                     response.close()
@@ -173,12 +185,24 @@ class Registry:
         return response
 
     @contextmanager
-    def _open(self, path: str, scope: str, what: str, accept: str | None = None) -> Iterator[httpx.Response]:
-        """A 200 response for `/v2/<path>`; any other status becomes a VmpodError."""
-        headers = {"Accept": accept} if accept else {}
-        response = self._send(f"{self.base}/v2/{path}", headers, scope)
+    def _open(
+        self,
+        path: str,
+        scope: str,
+        what: str,
+        accept: str | None = None,
+        *,
+        method: str = "GET",
+        ok: tuple[int, ...] = (200,),
+        headers: dict[str, str] | None = None,
+        body: Body | None = None,
+    ) -> Iterator[httpx.Response]:
+        """An `ok` response for `/v2/<path>` (or a full URL); any other status becomes a VmpodError."""
+        headers = {**(headers or {}), **({"Accept": accept} if accept else {})}
+        url = path if path.startswith(("http://", "https://")) else f"{self.base}/v2/{path}"
+        response = self._send(url, headers, scope, method, body)
         try:
-            if response.status_code != 200:
+            if response.status_code not in ok:
                 detail = _error_detail(response)
                 suffix = f": {detail}" if detail else ""
                 if response.status_code == 404:
@@ -269,3 +293,68 @@ class Registry:
                 store.put_chunks(response.iter_raw(), descriptor.digest, size=descriptor.size, progress=progress)
 
         self._retrying(what, action)
+
+    # --- push --------------------------------------------------------------------------------------
+    def has_blob(self, repository: str, digest: str) -> bool:
+        """`HEAD` of a blob: whether the registry has it already (a push skips it then)."""
+        scope = push_scope(repository)
+        what = f"blob {digest}"
+
+        def action() -> bool:
+            with self._open(f"{repository}/blobs/{digest}", scope, what, method="HEAD", ok=(200, 404)) as response:
+                return response.status_code == 200
+
+        return self._retrying(what, action)
+
+    def upload_blob(
+        self,
+        repository: str,
+        descriptor: Descriptor,
+        source: Callable[[], Iterator[bytes]],
+        restart: Callable[[], None] | None = None,
+    ) -> None:
+        """A monolithic upload: `POST` opens an upload session, `PUT …?digest=` sends the blob and closes it."""
+        scope = push_scope(repository)
+        what = f"blob {descriptor.digest}"
+
+        def action() -> None:
+            if restart is not None:
+                restart()
+            with self._open(f"{repository}/blobs/uploads/", scope, what, method="POST", ok=(202,)) as response:
+                location = response.headers.get("Location")
+            if not location:
+                raise VmpodError(f"{self.domain} opened an upload for {what} without a Location")
+            url = httpx.URL(self.base + "/").join(location).copy_merge_params({"digest": descriptor.digest})
+            headers = {"Content-Type": "application/octet-stream", "Content-Length": str(descriptor.size)}
+            with self._open(str(url), scope, what, method="PUT", ok=(201, 204), headers=headers, body=source):
+                pass
+
+        self._retrying(what, action)
+
+    def put_manifest(self, repository: str, reference: str, data: bytes, media_type: str) -> str:
+        """`PUT` of a manifest byte for byte under a tag; returns its digest, checked against the registry's."""
+        scope = push_scope(repository)
+        what = f"manifest {repository}:{reference}"
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+
+        def action() -> str:
+            headers = {"Content-Type": media_type}
+            with self._open(
+                f"{repository}/manifests/{reference}",
+                scope,
+                what,
+                method="PUT",
+                ok=(201,),
+                headers=headers,
+                body=lambda: data,
+            ) as response:
+                announced = response.headers.get("Docker-Content-Digest")
+            if announced and announced.startswith("sha256:") and announced != digest:
+                raise VmpodError(f"{self.domain} stored {what} as {announced}, but its content is {digest}")
+            return digest
+
+        return self._retrying(what, action)
+
+
+def push_scope(repository: str) -> str:
+    return f"repository:{repository}:pull,push"
