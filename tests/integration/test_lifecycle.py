@@ -62,6 +62,10 @@ def test_detached_logs_exec_stop_rm(vmpod: Vmpod) -> None:
     )
     assert vmpod("exec", "ticker", "no-such-command").returncode == 127
 
+    top = vmpod("top", "ticker", check=True).stdout.decode()
+    assert top.startswith("PID") and "sh -c" in top
+    assert "kthreadd" not in top and "/init" not in top
+
     refused = vmpod("rm", "ticker")
     assert refused.returncode == 1 and b"running" in refused.stderr
     vmpod("stop", "-t", "5", "ticker", check=True)

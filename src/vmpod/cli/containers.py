@@ -274,13 +274,18 @@ def _cmd_attach(state: StateDir, args: argparse.Namespace) -> int:
 
 
 def _cmd_top(state: StateDir, args: argparse.Namespace) -> int:
-    from vmpod.container.exec_client import exec_in
+    from vmpod.container import control
 
-    record = ContainerStore(state).find(args.container)
+    store = ContainerStore(state)
+    record = store.find(args.container)
     if record.status is not Status.RUNNING:
         raise VmpodError(f"container {args.container} is not running", "start it first")
-    request = {"op": "exec", "args": ["ps", *(args.ps_args or [])]}
-    return exec_in(ContainerStore(state).directory(record.id), request)
+    reply = control.call(store.directory(record.id), {"op": "top"}, timeout=120)
+    rows = [reply["titles"], *reply["processes"]]
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("   ".join([*(str(c).ljust(w) for c, w in zip(row, widths, strict=False)), str(row[-1])]))
+    return 0
 
 
 def _vm_usage(pid: int) -> tuple[float, int]:
@@ -466,7 +471,6 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("top", help="the processes in a container's VM")
     p.add_argument("container", metavar="CONTAINER")
-    p.add_argument("ps_args", nargs=argparse.REMAINDER, metavar="PS-OPTIONS")
     p.set_defaults(handler=_cmd_top)
 
     p = sub.add_parser("stats", help="CPU and memory of the containers' VMs")

@@ -44,6 +44,8 @@ from vmpod.rootfs.disk import BaseDisk
 log = logging.getLogger("vmpod")
 KILL_WAIT_S = 10.0
 ATTACH_BUFFER = 4 << 20
+TOP_TITLES = ["PID", "PPID", "USER", "STAT", "COMMAND"]
+TOP_COMMAND = ["ps", "-o", "pid,ppid,user,stat,args"]
 _CLIENT_FIELDS = frozenset({Field.ROWS, Field.COLS, Field.SIGNO})
 
 
@@ -143,6 +145,8 @@ class Supervisor:
                 await self._exec(request, reader, writer)
             elif op == "attach":
                 await self._attach(reader, writer)
+            elif op == "top":
+                writer.write(control.encode(await self._top()))
             else:
                 raise VmpodError(f"unknown control request {op!r}")
         except VmpodError as e:
@@ -230,6 +234,27 @@ class Supervisor:
         finally:
             pump.cancel()
         writer.write(encode_frame(Message.EXIT, 0, encode_fields(_exit_fields(status))))
+
+    async def _top(self) -> dict[str, Any]:
+        """The container's processes (`ps` in the guest), without the guest kernel's threads and the agent."""
+        output: list[bytes] = []
+
+        async def collect(process: int, kind: Message, data: bytes) -> None:
+            if kind is Message.STDOUT and sum(map(len, output)) < MAX_DATA * 16:
+                output.append(data)
+
+        try:
+            handle = await self.session.exec(self._exec_spec({"args": TOP_COMMAND}), collect)
+        except AgentError as e:
+            raise VmpodError(f"top needs `ps` in the image: {e.message}") from None
+        await self.session.wait_exit(handle)
+        lines = b"".join(output).decode(errors="replace").splitlines()
+        rows = [line.split(None, len(TOP_TITLES) - 1) for line in lines[1:]]
+        own = " ".join(TOP_COMMAND)
+        processes = [
+            r for r in rows if len(r) == len(TOP_TITLES) and not r[-1].startswith("[") and r[-1] not in ("/init", own)
+        ]
+        return {"ok": True, "titles": TOP_TITLES, "processes": processes}
 
     async def _attach(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Live output of the main process from now on, and the client's input to it, until it exits."""
