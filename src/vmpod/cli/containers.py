@@ -300,41 +300,53 @@ def _vm_usage(pid: int) -> tuple[float, int]:
     return (int(fields[11]) + int(fields[12])) / ticks, rss
 
 
-def _cmd_stats(state: StateDir, args: argparse.Namespace) -> int:
+def _stats_sample(state: StateDir, names: list[str], interval: float) -> list[dict[str, Any]]:
+    """CPU (over interval) and memory of each running container's hypervisor process."""
     from vmpod.container.vm import Prepared
 
     store = ContainerStore(state)
-    records = [store.find(c) for c in args.containers] if args.containers else store.all()
+    records = [store.find(c) for c in names] if names else store.all()
     running = [r for r in records if r.status is Status.RUNNING and r.vm_pid]
     first = {r.id: (time.monotonic(), _vm_usage(r.vm_pid)) for r in running}
-    time.sleep(0.5)
+    time.sleep(interval)
     rows = []
     for record in running:
         then, (cpu_then, _) = first[record.id]
         cpu_now, rss = _vm_usage(record.vm_pid)
-        cpu = 100 * (cpu_now - cpu_then) / max(time.monotonic() - then, 1e-6)
         limit = Prepared.load(store.directory(record.id)).memory_mib << 20
-        rows.append((record, cpu, rss, limit))
-    if args.format == "json":
-        for record, cpu, rss, limit in rows:
-            print(
-                json.dumps(
-                    {
-                        "ID": record.id,
-                        "Name": record.name,
-                        "CPUPerc": f"{cpu:.2f}%",
-                        "MemUsage": rss,
-                        "MemLimit": limit,
-                        "MemPerc": f"{100 * rss / limit:.2f}%",
-                    }
+        rows.append(
+            {
+                "ID": record.id,
+                "Name": record.name,
+                "CPUPerc": f"{100 * (cpu_now - cpu_then) / max(time.monotonic() - then, 1e-6):.2f}%",
+                "MemUsage": rss,
+                "MemLimit": limit,
+                "MemPerc": f"{100 * rss / limit:.2f}%",
+            }
+        )
+    return rows
+
+
+def _cmd_stats(state: StateDir, args: argparse.Namespace) -> int:
+    """One sample with --no-stream; otherwise a new table every second until interrupted, as Docker."""
+    while True:
+        rows = _stats_sample(state, args.containers, 0.5 if args.no_stream else 1.0)
+        if args.format == "json":
+            for row in rows:
+                print(json.dumps(row), flush=True)
+        else:
+            if not args.no_stream and sys.stdout.isatty():
+                print("\033[2J\033[H", end="")  # clear the screen between samples
+            print(f"{'CONTAINER ID':<14} {'NAME':<20} {'CPU %':<8} {'MEM USAGE / LIMIT':<24} MEM %")
+            for row in rows:
+                usage = f"{human_size(row['MemUsage'])} / {human_size(row['MemLimit'])}"
+                print(
+                    f"{row['ID'][:12]:<14} {row['Name']:<20} {row['CPUPerc'][:-1]:<8} {usage:<24} "
+                    f"{row['MemPerc'][:-1]}",
+                    flush=True,
                 )
-            )
-        return 0
-    print(f"{'CONTAINER ID':<14} {'NAME':<20} {'CPU %':<8} {'MEM USAGE / LIMIT':<24} MEM %")
-    for record, cpu, rss, limit in rows:
-        usage = f"{human_size(rss)} / {human_size(limit)}"
-        print(f"{record.id[:12]:<14} {record.name:<20} {cpu:<8.2f} {usage:<24} {100 * rss / limit:.2f}")
-    return 0
+        if args.no_stream:
+            return 0
 
 
 def _confirmed(force: bool, what: str) -> bool:
@@ -474,7 +486,7 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=_cmd_top)
 
     p = sub.add_parser("stats", help="CPU and memory of the containers' VMs")
-    p.add_argument("--no-stream", action="store_true", help="one sample (the only mode for now)")
+    p.add_argument("--no-stream", action="store_true", help="one sample, then exit")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.add_argument("containers", nargs="*", metavar="CONTAINER")
     p.set_defaults(handler=_cmd_stats)

@@ -73,3 +73,26 @@ def remove_image(store: ImageStore, text: str, force: bool, in_use: Mapping[str,
         deleted=[image_id] if deleted and image_id else [],
         blobs=store.collect_garbage(),
     )
+
+
+@dataclass
+class Pruned:
+    removal: Removal
+    reclaimed: int  # bytes of the blobs deleted
+
+
+def prune(store: ImageStore, everything: bool, in_use: Mapping[str, str]) -> Pruned:
+    """`vmpod image prune`: images without a name (all images no container uses, with `everything`), then
+    blobs no name needs. Images in vmpod always have a name, except those loaded from an archive that gave
+    none (kept under `load.UNNAMED`)."""
+    from vmpod.image.load import UNNAMED
+
+    names = store.names()
+    ids = {name: _image_id(store, digest) for name, digest in names.items()}
+    named = {i for n, i in ids.items() if not n.startswith(UNNAMED + "@")}
+    chosen = [n for n, i in ids.items() if (i is None or i not in in_use) and (everything or i not in named)]
+    deleted = list(dict.fromkeys(i for n, i in ids.items() if n in chosen and i is not None))
+    sizes = {"sha256:" + p.name: p.stat().st_size for p in store.blobs.iterdir()} if store.blobs.is_dir() else {}
+    store.untag(chosen)
+    blobs = store.collect_garbage()
+    return Pruned(Removal(untagged=chosen, deleted=deleted, blobs=blobs), sum(sizes.get(d, 0) for d in blobs))
