@@ -1,4 +1,5 @@
-"""Image verbs of the CLI: pull, login, logout, tag, rmi, image inspect. Parse, call the library, print."""
+"""Image verbs of the CLI: pull, push, login, logout, tag, rmi, save, load, image inspect/prune. Parse, call the
+library, print."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from vmpod.paths import StateDir
 # The registry client (httpx) and progress bars (rich) are imported by the verbs that use them, so
 # that `vmpod run` of an image already here does not pay for them at start-up.
 if TYPE_CHECKING:
-    from vmpod.image.pull import PullOptions, PullResult
+    from contextlib import AbstractContextManager
+
+    from vmpod.image.pull import Progress, PullOptions, PullResult
 
 
 def _tls_verify(text: str) -> bool:
@@ -160,6 +163,107 @@ def _cmd_image_inspect(state: StateDir, args: argparse.Namespace) -> int:
     return 0
 
 
+def _push_reporter(quiet: bool) -> AbstractContextManager[Progress]:
+    """Pull's reporters, worded as `docker push` words its progress."""
+    from vmpod.cli.progress import Bars, Lines, reporter
+    from vmpod.image.manifest import Descriptor
+
+    class PushLines(Lines):
+        def resolved(self, ref: Reference, digest: str) -> None:
+            self._say(f"The push refers to repository [{ref.familiar_name}]")
+
+        def layer(self, descriptor: Descriptor, cached: bool) -> None:
+            self._say(f"{descriptor.short}: {'Layer already exists' if cached else 'Pushing'}")
+
+        def done(self, descriptor: Descriptor) -> None:
+            self._say(f"{descriptor.short}: Pushed")
+
+    class PushBars(Bars):
+        def resolved(self, ref: Reference, digest: str) -> None:
+            self.bars.console.print(f"The push refers to repository [{ref.familiar_name}]")
+
+        def layer(self, descriptor: Descriptor, cached: bool) -> None:
+            super().layer(descriptor, cached)
+            state = "Layer already exists" if cached else "Pushing"
+            self.bars.update(self.tasks[descriptor.digest], description=f"{descriptor.short}: {state}")
+
+        def done(self, descriptor: Descriptor) -> None:
+            self.bars.update(self.tasks[descriptor.digest], description=f"{descriptor.short}: Pushed")
+
+    chosen = reporter(quiet)
+    if isinstance(chosen, Bars):
+        return PushBars(chosen.out)
+    if isinstance(chosen, Lines):
+        return PushLines(chosen.out)
+    return chosen
+
+
+def _cmd_push(state: StateDir, args: argparse.Namespace) -> int:
+    from vmpod.image.push import push
+
+    with _push_reporter(args.quiet) as progress:
+        result = push(ImageStore(state), args.reference, args.tls_verify, progress)
+    if args.quiet:
+        print(str(result.reference))
+    else:
+        print(f"{result.reference.tag}: digest: {result.digest} size: {result.size}")
+    return 0
+
+
+def _cmd_save(state: StateDir, args: argparse.Namespace) -> int:
+    from vmpod.image.save import save
+
+    output = args.output or "-"
+    if output == "-" and sys.stdout.isatty():
+        raise VmpodError("cowardly refusing to save to a terminal", "use the -o flag or redirect")
+    sys.stdout.flush()
+    save(ImageStore(state), args.images, output, sys.stdout.buffer)
+    return 0
+
+
+def _cmd_load(state: StateDir, args: argparse.Namespace) -> int:
+    from vmpod.image.load import load
+
+    source = args.input or "-"
+    if source == "-" and sys.stdin.isatty():
+        raise VmpodError("requested load from stdin, but stdin is a terminal", "use -i FILE or redirect")
+    state.ensure()
+    for image in load(ImageStore(state), source):
+        for name in image.names:
+            print(f"Loaded image: {Reference.parse(name).familiar}")
+        if not image.names:
+            print(f"Loaded image ID: {image.id}")
+    return 0
+
+
+def _cmd_image_prune(state: StateDir, args: argparse.Namespace) -> int:
+    from vmpod.cli.sizes import human_size
+    from vmpod.container.state import ContainerStore
+    from vmpod.image.load import UNNAMED
+    from vmpod.image.remove import prune
+    from vmpod.rootfs.disk import remove_base_disk
+
+    if not args.force:
+        which = "all images without at least one container associated to them" if args.all else "all dangling images"
+        print(f"WARNING! This will remove {which}.\nAre you sure you want to continue? [y/N] ", end="", flush=True)
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            return 0
+    in_use = {record.image_id: record.id for record in ContainerStore(state).all()}
+    pruned = prune(ImageStore(state), args.all, in_use)
+    removal = pruned.removal
+    if removal.deleted:
+        print("Deleted Images:")
+        for name in removal.untagged:
+            if not name.startswith(UNNAMED + "@"):
+                print(f"untagged: {Reference.parse(name).familiar}")
+        for image_id in removal.deleted:
+            remove_base_disk(state, image_id)
+            print(f"deleted: {image_id}")
+        print()
+    print(f"Total reclaimed space: {human_size(pruned.reclaimed)}")
+    return 0
+
+
 def register(sub: Any) -> None:
     """Adds the image verbs to the CLI's subcommands."""
     p = sub.add_parser("pull", help="download an image from a registry")
@@ -192,6 +296,25 @@ def register(sub: Any) -> None:
     p = image.add_parser("inspect", help="show an image's details as JSON")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.set_defaults(handler=_cmd_image_inspect)
+    p = image.add_parser("prune", help="remove unnamed images (-a: every image no container uses), unused blobs")
+    p.add_argument("-a", "--all", action="store_true", help="remove every image no container uses")
+    p.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(handler=_cmd_image_prune)
+
+    p = sub.add_parser("push", help="upload an image to a registry")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the image's name")
+    p.add_argument("--tls-verify", type=_tls_verify, default=True, metavar="BOOL", help="check HTTPS certificates")
+    p.add_argument("reference", metavar="NAME[:TAG]")
+    p.set_defaults(handler=_cmd_push)
+
+    p = sub.add_parser("save", help="write images to a tar archive (docker save and OCI layout)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE rather than stdout")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.set_defaults(handler=_cmd_save)
+
+    p = sub.add_parser("load", help="read images from a docker save or OCI archive, or an OCI layout directory")
+    p.add_argument("-i", "--input", metavar="FILE", help="read from FILE (or a directory) rather than stdin")
+    p.set_defaults(handler=_cmd_load)
 
     p = sub.add_parser("logout", help="forget the credentials of a registry")
     p.add_argument("registry", nargs="?", metavar="REGISTRY", help="default: Docker Hub")
