@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -77,8 +78,6 @@ def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
 @contextmanager
 def scratch_dir(state: StateDir, prefix: str) -> Iterator[Path]:
     """A temporary directory under the state directory, removed however the block ends."""
-    import shutil
-
     path = Path(tempfile.mkdtemp(dir=state.tmp, prefix=prefix))
     try:
         yield path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -14,8 +15,8 @@ from vmpod.container.state import ContainerRecord, ContainerStore, Status
 from vmpod.container.vm import RunOptions, create_container_disk, prepare
 from vmpod.errors import VmpodError
 from vmpod.paths import StateDir
-from vmpod.run import log
 
+log = logging.getLogger("vmpod")
 POLL_S = 0.1
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,6 +113,4 @@ def create_overlay(base: Path, path: Path) -> None:
 
 def remove_base_disk(state: StateDir, image_id: str) -> None:
     """Deletes an image's cached disk (after `rmi`); only for images no container's overlay is backed by."""
-    import shutil
-
     shutil.rmtree(state.disks / image_id.removeprefix("sha256:"), ignore_errors=True)
