@@ -36,6 +36,14 @@ def require_tools() -> None:
         pytest.fail("the registry tests need: " + ", ".join(missing) + "; `make test-deps` installs them")
 
 
+@pytest.fixture(autouse=True)
+def _own_registries_conf(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No host /etc/vmpod/registries.conf sways these tests; a test writes its own when it needs one."""
+    empty = tmp_path_factory.getbasetemp() / "registries-empty.conf"
+    empty.touch()
+    monkeypatch.setenv("VMPOD_REGISTRIES_CONF", str(empty))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

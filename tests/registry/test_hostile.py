@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Vmpod
+from tests.registry.bombs import zero_bomb
 from tests.registry.fake import INDEX, FakeRegistry, Reply, digest_of
 from vmpod.errors import VmpodError
 from vmpod.image.pull import PullOptions, pull
 from vmpod.image.registry import RetryPolicy
 from vmpod.image.store import MAX_DOCUMENT, ImageStore
 from vmpod.paths import StateDir
+from vmpod.rootfs.unpack import RATIO_ENV
 
 FAST = PullOptions(retry=RetryPolicy(attempts=3, first_delay=0.01))
 LAYERS = [b"layer one " * 1000, b"layer two " * 3000]
@@ -219,3 +221,54 @@ def test_interrupted_pull_resumes(fake: FakeRegistry, store: ImageStore) -> None
     blobs = [p for p in fake.log if "/blobs/" in p]
     assert blobs == [second]  # the config and the first layer were not fetched again
     assert store.names()
+
+
+def pull_good_first(fake: FakeRegistry, store: ImageStore) -> tuple[dict[str, str], set[str]]:
+    """An image already in the store, so a refused pull can be seen to leave the names as they were."""
+    fake.image("x/good", "1", [b"good layer " * 100])
+    pull(store, f"{fake.domain}/x/good:1", FAST)
+    return store.names(), {p.name for p in store.blobs.iterdir()}
+
+
+def assert_unchanged(store: ImageStore, names: dict[str, str], blobs: set[str], allowed: set[str]) -> None:
+    assert store.names() == names
+    files = {p.name for p in store.blobs.iterdir()}
+    assert not {f for f in files if f.startswith(".")}, files
+    assert files - blobs <= {d.removeprefix("sha256:") for d in allowed}
+
+
+@pytest.fixture(scope="module")
+def bomb() -> tuple[bytes, str]:
+    return zero_bomb(200)  # 200 MiB of zeros in ~200 KB
+
+
+def test_decompression_bomb_is_refused(
+    fake: FakeRegistry, store: ImageStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bomb: tuple[bytes, str]
+) -> None:
+    names, blobs = pull_good_first(fake, store)
+    data, diff_id = bomb
+    config = {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [diff_id]}}
+    parts = fake.image("x/bomb", "1", [data], config=config)
+    monkeypatch.setenv(RATIO_ENV, f"100:{1 << 20}")  # the default floor (1 GiB) is too slow to reach in a test
+    with pytest.raises(VmpodError, match="refused as a decompression bomb"):
+        pull(store, f"{fake.domain}/x/bomb:1", FAST)
+    assert_unchanged(store, names, blobs, {digest_of(parts["config"])})  # the bomb itself is not kept
+    done = Vmpod(tmp_path / "cli")("pull", "-q", f"{fake.domain}/x/bomb:1")
+    lines = done.stderr.decode().strip().splitlines()
+    assert done.returncode == 125 and len(lines) == 1 and "decompression bomb" in lines[0], lines
+
+
+def test_layer_that_does_not_match_its_diff_id_is_refused(
+    fake: FakeRegistry, store: ImageStore, tmp_path: Path
+) -> None:
+    names, blobs = pull_good_first(fake, store)
+    wrong = ["sha256:" + hashlib.sha256(layer.upper()).hexdigest() for layer in LAYERS]
+    config = {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": wrong}}
+    parts = fake.image("x/app", "1", LAYERS, config=config)
+    with pytest.raises(VmpodError, match="does not match the image config") as caught:
+        pull(store, f"{fake.domain}/x/app:1", FAST)
+    assert "\n" not in str(caught.value)
+    assert_unchanged(store, names, blobs, {digest_of(parts["config"])})
+    done = Vmpod(tmp_path / "cli")("pull", "-q", f"{fake.domain}/x/app:1")
+    lines = done.stderr.decode().strip().splitlines()
+    assert done.returncode == 125 and len(lines) == 1 and "rootfs.diff_ids says" in lines[0], lines

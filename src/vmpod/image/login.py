@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vmpod.errors import VmpodError
-from vmpod.image import credentials
+from vmpod.image import credentials, registries
 from vmpod.image.credentials import DOCKER_HUB, Credentials
 from vmpod.image.registry import Registry, RetryPolicy
 
@@ -24,7 +24,8 @@ def login(registry: str, user: Credentials, tls_verify: bool = True) -> Path:
     """Checks the credentials with the registry, then stores them; returns the file written."""
     if not user.username or not user.password:
         raise VmpodError("a user name and a password are needed to log in", "use -u USER and --password-stdin")
-    with Registry(registry, user, tls_verify=tls_verify, retry=RetryPolicy(attempts=2)) as client:
+    insecure = registries.load().insecure(registry)
+    with Registry(registry, user, tls_verify=tls_verify, retry=RetryPolicy(attempts=2), insecure=insecure) as client:
         client.ping()
     return credentials.save(registry, user)
 

@@ -11,14 +11,15 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from vmpod.errors import VmpodError
-from vmpod.image import credentials
+from vmpod.image import credentials, registries
 from vmpod.image.manifest import Descriptor, Index, Manifest, Platform, parse_config, parse_document
 from vmpod.image.reference import Reference
 from vmpod.image.registry import Registry, RetryPolicy
 from vmpod.image.store import Image, ImageStore
+from vmpod.rootfs.unpack import Limits, check_diff_id
 
 PARALLEL_LAYERS = 3
 DEFAULT_RETRY = RetryPolicy()
@@ -80,16 +81,48 @@ def _names(ref: Reference, digest: str) -> list[str]:
 def pull(
     store: ImageStore, text: str, options: PullOptions | None = None, progress: Progress | None = None
 ) -> PullResult:
-    """Pulls `text` (Docker's reference rules) into the store and names it; returns the image."""
+    """Pulls `text` (Docker's reference rules) into the store and names it; returns the image.
+
+    The configured mirrors of the name's registry are tried first, in order, then the registry itself
+    (`registries.load`); a blocked registry is refused. Whatever a mirror sends is verified as a registry's.
+    """
     options = options or PullOptions()
     progress = progress or Silent()
     ref = Reference.parse(text)
+    sources = registries.load().sources(ref.domain, ref.path, by_digest=ref.digest is not None)
+    with store.writing():
+        failures: list[str] = []
+        for source in sources:
+            try:
+                top_digest, manifest_digest, missing = _pull_from(store, source, ref, options, progress)
+                break
+            except VmpodError as e:
+                if not source.mirror:
+                    if failures:
+                        raise VmpodError(f"{e.message} (mirrors tried first: {'; '.join(failures)})", e.hint) from None
+                    raise
+                failures.append(f"{source.domain}: {e.message}")
+        else:  # pragma: no cover - the registry itself is always the last source
+            raise VmpodError(f"no source to pull {ref} from")
+        image = store.image(manifest_digest)
+        changed = store.point(_names(ref, top_digest), manifest_digest)
+    return PullResult(image, ref, top_digest, changed or missing)
+
+
+def _pull_from(
+    store: ImageStore, source: registries.Source, ref: Reference, options: PullOptions, progress: Progress
+) -> tuple[str, str, bool]:
+    """Fetches `ref` from one source into the store: (the name's digest, the manifest's digest, fetched any)."""
     wanted = options.platform or Platform.host()
-    with (
-        store.writing(),
-        Registry(ref.domain, credentials.load(ref.domain), tls_verify=options.tls_verify, retry=options.retry) as reg,
-    ):
-        top = reg.manifest(ref.path, ref.digest or ref.tag or "latest")
+    path = source.path
+    with Registry(
+        source.domain,
+        credentials.load(source.domain),
+        tls_verify=options.tls_verify,
+        retry=options.retry,
+        insecure=source.insecure,
+    ) as reg:
+        top = reg.manifest(path, ref.digest or ref.tag or "latest")
         progress.resolved(ref, top.digest)
         document = parse_document(top.data, top.media_type)
         index_bytes: bytes | None = None
@@ -97,7 +130,7 @@ def pull(
         if isinstance(document, Index):
             chosen = document.select(wanted)
             index_bytes = top.data
-            fetched = reg.manifest(ref.path, chosen.digest)
+            fetched = reg.manifest(path, chosen.digest)
             if len(fetched.data) != chosen.size:
                 raise VmpodError(
                     f"manifest {chosen.digest} is {len(fetched.data)} bytes, the manifest list says {chosen.size}"
@@ -107,39 +140,50 @@ def pull(
                 raise VmpodError("nested manifest lists are not supported", f"pull {ref.name}@{chosen.digest}")
             manifest_bytes, manifest_digest = fetched.data, fetched.digest
         elif options.platform is not None:
-            _check_platform(reg, ref, document, options.platform)
-        missing = _fetch_config(store, reg, ref, document)
-        missing |= _fetch_layers(store, reg, ref.path, document.layers, progress)
+            _check_platform(reg, path, ref, document, options.platform)
+        missing, config = _fetch_config(store, reg, path, document)
+        missing |= _fetch_layers(store, reg, path, document.layers, config["rootfs"]["diff_ids"], progress)
         if index_bytes is not None:
             store.put_bytes(index_bytes)
         store.put_bytes(manifest_bytes)
-        image = store.image(manifest_digest)
-        changed = store.point(_names(ref, top.digest), manifest_digest)
-    return PullResult(image, ref, top.digest, changed or missing)
+    return top.digest, manifest_digest, missing
 
 
-def _check_platform(reg: Registry, ref: Reference, manifest: Manifest, wanted: Platform) -> None:
-    config = parse_config(reg.document(ref.path, manifest.config, "image config"), manifest)
+def _check_platform(reg: Registry, path: str, ref: Reference, manifest: Manifest, wanted: Platform) -> None:
+    config = parse_config(reg.document(path, manifest.config, "image config"), manifest)
     found = Platform(str(config.get("os", "")), str(config.get("architecture", "")), str(config.get("variant", "")))
     if not wanted.matches(found):
         raise VmpodError(f"image {ref} is for {found}, not {wanted}", "pull it without --platform, or another tag")
 
 
-def _fetch_config(store: ImageStore, reg: Registry, ref: Reference, manifest: Manifest) -> bool:
+def _fetch_config(store: ImageStore, reg: Registry, path: str, manifest: Manifest) -> tuple[bool, dict[str, Any]]:
+    """Whether the config had to be fetched, and the config (validated against the manifest)."""
     if store.has_blob(manifest.config.digest):
-        parse_config(store.blob_path(manifest.config.digest).read_bytes(), manifest)
-        return False
-    data = reg.document(ref.path, manifest.config, "image config")
-    parse_config(data, manifest)
+        return False, parse_config(store.blob_path(manifest.config.digest).read_bytes(), manifest)
+    data = reg.document(path, manifest.config, "image config")
+    config = parse_config(data, manifest)
     store.put_bytes(data)
-    return True
+    return True, config
 
 
 def _fetch_layers(
-    store: ImageStore, reg: Registry, repository: str, layers: tuple[Descriptor, ...], progress: Progress
+    store: ImageStore,
+    reg: Registry,
+    repository: str,
+    layers: tuple[Descriptor, ...],
+    diff_ids: list[str],
+    progress: Progress,
 ) -> bool:
-    """Downloads the layers not in the store yet, a few at a time; the first failure stops the rest."""
+    """Downloads the layers not in the store yet, a few at a time; the first failure stops the rest.
+
+    Each downloaded layer is decompressed once more to check it against the config's `rootfs.diff_ids`
+    under the decompression-bomb limits; one that fails is removed from the store again.
+    """
     todo = list(dict.fromkeys(d for d in layers if not store.has_blob(d.digest)))
+    expected: dict[str, set[str]] = {}
+    for layer, diff_id in zip(layers, diff_ids, strict=True):
+        expected.setdefault(layer.digest, set()).add(str(diff_id))
+    limits = Limits.from_env()
     for descriptor in dict.fromkeys(layers):
         progress.layer(descriptor, cached=descriptor not in todo)
     failed = threading.Event()
@@ -155,6 +199,12 @@ def _fetch_layers(
                 progress=_advance(progress, descriptor),
                 restart=lambda: progress.restart(descriptor),
             )
+            try:
+                for diff_id in expected[descriptor.digest]:
+                    check_diff_id(store.blob_path(descriptor.digest), diff_id, limits, descriptor.digest)
+            except BaseException:
+                store.blob_path(descriptor.digest).unlink(missing_ok=True)
+                raise
         except BaseException:
             failed.set()
             raise

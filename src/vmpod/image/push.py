@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from vmpod.errors import VmpodError
-from vmpod.image import credentials
+from vmpod.image import credentials, registries
 from vmpod.image.manifest import Descriptor, Index, parse_document
 from vmpod.image.pull import Progress, Silent
 from vmpod.image.reference import Reference
@@ -46,7 +46,10 @@ def push(store: ImageStore, text: str, tls_verify: bool = True, progress: Progre
             raise VmpodError(f"blob {descriptor.digest} of {text} is missing from the store", "pull the image again")
         if store.blob_path(descriptor.digest).stat().st_size != descriptor.size:
             raise VmpodError(f"blob {descriptor.digest} of {text} has the wrong size", "pull the image again")
-    with Registry(ref.domain, credentials.load(ref.domain), tls_verify=tls_verify) as reg:
+    conf = registries.load()
+    conf.check_allowed(ref.domain, ref.path)
+    insecure = conf.insecure(ref.domain, ref.path)
+    with Registry(ref.domain, credentials.load(ref.domain), tls_verify=tls_verify, insecure=insecure) as reg:
         progress.resolved(ref, image.manifest_digest)
         for descriptor in blobs:
             cached = reg.has_blob(ref.path, descriptor.digest)

@@ -24,6 +24,7 @@ from vmpod.errors import VmpodError
 from vmpod.image.auth import Authenticator, unauthorized
 from vmpod.image.credentials import DOCKER_HUB, Credentials
 from vmpod.image.manifest import ACCEPT, Descriptor
+from vmpod.image.registries import transport
 from vmpod.image.store import MAX_DOCUMENT, ImageStore
 
 DOCKER_HUB_API = "registry-1.docker.io"
@@ -51,10 +52,10 @@ def is_loopback(domain: str) -> bool:
         return False
 
 
-def base_url(domain: str) -> str:
+def base_url(domain: str, scheme: str | None = None) -> str:
     if domain == DOCKER_HUB:
         return f"https://{DOCKER_HUB_API}"
-    return f"{'http' if is_loopback(domain) else 'https'}://{domain}"
+    return f"{scheme or ('http' if is_loopback(domain) else 'https')}://{domain}"
 
 
 @dataclass(frozen=True)
@@ -119,13 +120,17 @@ class Registry:
         tls_verify: bool = True,
         retry: RetryPolicy = RetryPolicy(),
         timeout: float = 60.0,
+        insecure: bool = False,
     ) -> None:
+        """`insecure`: listed so in the registries configuration (plain HTTP, or HTTPS unchecked)."""
+        chosen = transport(domain, tls_verify, insecure)
         self.domain = domain
-        self.base = base_url(domain)
+        self.base = base_url(domain, chosen.scheme)
+        self._fallback = base_url(domain, "http") if chosen.http_fallback and domain != DOCKER_HUB else None
         self.retry = retry
         self.credentials = credentials
         self.client = httpx.Client(
-            verify=tls_verify,
+            verify=chosen.verify,
             follow_redirects=True,
             timeout=httpx.Timeout(timeout, connect=15.0),
             headers={"User-Agent": f"vmpod/{__version__}", "Accept-Encoding": "identity"},
@@ -170,6 +175,11 @@ class Registry:
                     response.close()
                     raise unauthorized(self.domain, self.credentials, detail)
         except httpx.ConnectError as e:
+            if self._fallback is not None and url.startswith(self.base + "/"):
+                # An insecure registry that does not speak TLS: plain HTTP from now on, as Podman does.
+                self.base, self._fallback = self._fallback, None
+                self.auth.plain_http = True
+                raise _Transient(f"cannot connect to {self.domain} over HTTPS: {e}", retry_after=0.0) from None
             if "CERTIFICATE_VERIFY_FAILED" in str(e):
                 raise VmpodError(
                     f"the TLS certificate of {self.domain} is not trusted: {e}",

@@ -75,7 +75,8 @@ def base_disk(state: StateDir, store: ImageStore, image: Image) -> BaseDisk:
             tree, out = scratch / "tree", scratch / "out"
             tree.mkdir(mode=0o755)
             out.mkdir()
-            unpack_layers([store.blob_path(d) for d in image.layers], tree)
+            diff_ids = image.config.get("rootfs", {}).get("diff_ids")
+            unpack_layers([store.blob_path(d) for d in image.layers], tree, diff_ids=diff_ids)
             _copy_user_databases(tree, out)
             size = max(MIN_DISK_BYTES, 2 * _tree_size(tree) + (1 << 30))
             run(
