@@ -418,6 +418,45 @@ def _cmd_system_prune(state: StateDir, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_network(state: StateDir, args: argparse.Namespace) -> int:
+    from vmpod.container.bridge import NetworkStore
+
+    networks = NetworkStore(state)
+    if args.network_verb == "create":
+        networks.create(args.name, args.subnet)
+        print(args.name)
+    elif args.network_verb == "ls":
+        print(f"{'NAME':<20} {'SUBNET':<18} BRIDGE")
+        for name in networks.names():
+            network = networks.get(name)
+            print(f"{name:<20} {network.subnet:<18} {network.bridge}")
+    else:
+        users = {r.name for r in ContainerStore(state).all() if r.status is Status.RUNNING}
+        failed = 0
+        for name in args.names:
+            try:
+                attached = [c for c in users if _joined(state, c) == name]
+                if attached:
+                    raise VmpodError(f"network {name} has active containers: {', '.join(attached)}")
+                networks.remove(name)
+                print(name)
+            except VmpodError as e:
+                print(f"vmpod: error: {e}", file=sys.stderr)
+                failed = 1
+        return failed
+    return 0
+
+
+def _joined(state: StateDir, name: str) -> str:
+    from vmpod.container.vm import Prepared
+
+    store = ContainerStore(state)
+    try:
+        return Prepared.load(store.directory(store.find(name).id)).bridge
+    except (OSError, ValueError, KeyError, VmpodError):
+        return ""
+
+
 def _cmd_port(state: StateDir, args: argparse.Namespace) -> int:
     for mapping in ContainerStore(state).find(args.container).ports:
         host, _, container = mapping.partition("->")
@@ -508,6 +547,16 @@ def register(sub: Any) -> None:
     p = sub.add_parser("port", help="list a container's published ports")
     p.add_argument("container", metavar="CONTAINER")
     p.set_defaults(handler=_cmd_port)
+
+    p = sub.add_parser("network", help="manage bridged networks (root only)")
+    verbs = p.add_subparsers(dest="network_verb", metavar="COMMAND", required=True)
+    v = verbs.add_parser("create", help="create a network: a Linux bridge with a /24 subnet")
+    v.add_argument("--subnet", metavar="A.B.C.0/24", help="the subnet (default: a free 10.89.N.0/24)")
+    v.add_argument("name", metavar="NAME")
+    v = verbs.add_parser("ls", help="list networks")
+    v = verbs.add_parser("rm", help="remove networks")
+    v.add_argument("names", nargs="+", metavar="NETWORK")
+    p.set_defaults(handler=_cmd_network)
 
     p = sub.add_parser("volume", help="manage named volumes")
     verbs = p.add_subparsers(dest="volume_verb", metavar="COMMAND", required=True)

@@ -30,13 +30,15 @@ class NetworkMode(StrEnum):
     USER = "user"
     NONE = "none"
 
+    BRIDGE = "bridge"  # a network made by `vmpod network create`
+
     @classmethod
     def parse(cls, text: str) -> NetworkMode:
         if text in ("bridge", "default", "user", "slirp"):
             return cls.USER  # Docker's default network name maps to ours
         if text == "none":
             return cls.NONE
-        raise VmpodError(f"network {text!r} not found", "use the default network, or --network none")
+        return cls.BRIDGE
 
 
 @dataclass(frozen=True)
@@ -90,11 +92,11 @@ def publish_all(exposed: dict[str, Any]) -> list[PortMapping]:
     return mappings
 
 
-def hosts_file(hostname: str, extra: list[str], networked: bool) -> str:
+def hosts_file(hostname: str, extra: list[str], networked: bool, address: str = GUEST_ADDRESS) -> str:
     """/etc/hosts as Docker writes it, plus `--add-host NAME:IP` entries (`host-gateway` is the host)."""
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
     if networked:
-        lines.append(f"{GUEST_ADDRESS}\t{hostname}")
+        lines.append(f"{address}\t{hostname}")
     else:
         lines.append(f"127.0.1.1\t{hostname}")
     for entry in extra:

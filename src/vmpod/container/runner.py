@@ -75,7 +75,7 @@ async def _attached(vm: RunningVm, prepared: Prepared, options: RunOptions) -> i
     await session.open()
     try:
         process = prepared.process
-        await start_process(session, vm, process)
+        await start_process(session, vm)
         loop = asyncio.get_running_loop()
         attached_tty = process.terminal and os.isatty(0)
         with (

@@ -96,7 +96,7 @@ class Supervisor:
         await self.session.open()
         try:
             try:
-                await start_process(self.session, self.vm, self.prepared.process)
+                await start_process(self.session, self.vm)
             except ProtocolError as e:
                 raise VmpodError(f"the VM failed: {e}", self.vm.console_hint()) from None
             path = self.directory / control.SOCKET_NAME

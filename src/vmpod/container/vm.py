@@ -20,12 +20,13 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import IO, Any
 
 from vmpod.container import terminal
+from vmpod.container.bridge import NetworkStore, lease_address, open_tap, peers
 from vmpod.container.network import (
     GATEWAY,
     GUEST_ADDRESS,
@@ -46,7 +47,7 @@ from vmpod.guest.codec import ProtocolError
 from vmpod.guest.session import AgentError, AgentSession, ProcessSpec
 from vmpod.guest.session import exit_code as exit_code  # re-exported: callers map statuses here
 from vmpod.hypervisor import accel, virtiofs
-from vmpod.hypervisor.base import DiskSpec, LaunchPlan, PortForward, Share, UserNetwork, VmSpec
+from vmpod.hypervisor.base import DiskSpec, LaunchPlan, PortForward, Share, TapNetwork, UserNetwork, VmSpec
 from vmpod.hypervisor.qemu import QemuDriver
 from vmpod.image.store import ImageStore
 from vmpod.kernel import cmdline, find_kernel
@@ -105,6 +106,8 @@ class Prepared:
     restart: str = "no"
     virtiofs: bool = False  # decided once, so that MOUNT fields and devices agree
     remove: bool = False  # `run -d --rm`: the supervisor removes the container when it ends
+    bridge: str = ""  # the `vmpod network create` network the container joins (address leased at launch)
+    add_hosts: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "record": self.record.to_dict()}
@@ -141,6 +144,8 @@ class Prepared:
             data.get("restart", "no"),
             bool(data.get("virtiofs", False)),
             bool(data.get("remove", False)),
+            str(data.get("bridge", "")),
+            tuple(data.get("add_hosts", ())),
         )
 
     def save(self, directory: Path) -> None:
@@ -202,6 +207,8 @@ def prepare(state: StateDir, options: RunOptions) -> Prepared:
     mounts += [parse_mount(m, volumes) for m in options.mounts]
     mounts += [parse_tmpfs(t) for t in options.tmpfs]
     networked = network is NetworkMode.USER
+    if network is NetworkMode.BRIDGE:
+        NetworkStore(state).get(options.network)  # fails early for a network that does not exist
     use_virtiofs = any(m.kind != "tmpfs" for m in mounts) and virtiofs.available()
     files = (
         _file("/etc/hosts", hosts_file(hostname, list(options.add_hosts), networked)),
@@ -253,6 +260,8 @@ def prepare(state: StateDir, options: RunOptions) -> Prepared:
         restart=options.restart,
         virtiofs=use_virtiofs,
         remove=options.remove,
+        bridge=options.network if network is NetworkMode.BRIDGE else "",
+        add_hosts=tuple(options.add_hosts),
     )
 
 
@@ -301,6 +310,7 @@ def plan_vm(
     disk: DiskSpec,
     quiet: bool = False,
     sockets: dict[str, str] | None = None,
+    tap_fd: int | None = None,
 ) -> LaunchPlan:
     kernel = find_kernel(prepared.kernel)
     choice = accel.choose()
@@ -316,10 +326,24 @@ def plan_vm(
         accel=choice,
         channel_fd=channel_fd,
         disks=(disk,),
-        network=_user_network(prepared) if prepared.network is NetworkMode.USER else None,
+        network=_network(prepared, tap_fd),
+        mac=_mac(prepared.record.id),
         shares=prepared.shares(sockets),
     )
     return QemuDriver().plan(spec)
+
+
+def _mac(container_id: str) -> str:
+    """A locally administered unicast MAC from the container's (random) ID."""
+    return "02:" + ":".join(container_id[i : i + 2] for i in range(0, 10, 2))
+
+
+def _network(prepared: Prepared, tap_fd: int | None) -> UserNetwork | TapNetwork | None:
+    if prepared.network is NetworkMode.USER:
+        return _user_network(prepared)
+    if prepared.network is NetworkMode.BRIDGE:
+        return TapNetwork(tap_fd if tap_fd is not None else -1)
+    return None
 
 
 def _user_network(prepared: Prepared) -> UserNetwork:
@@ -348,6 +372,7 @@ class RunningVm:
     channel: socket.socket
     console: IO[bytes]
     phases: Phases
+    process: ProcessSpec | None = None  # the container's process, with what launch decided (a leased address)
 
     def console_hint(self) -> str:
         """The last lines the guest printed, for an error message."""
@@ -364,16 +389,36 @@ def launch(stack: ExitStack, state: StateDir, prepared: Prepared, disk: DiskSpec
     sockets = {}
     for share in prepared.virtiofs_shares():
         sockets[share.tag] = virtiofs.start_daemon(stack, share.path, prepared.socket_name(share.tag))
+    process, tap_fd = prepared.process, None
+    if prepared.bridge:
+        process, tap_fd = _join_bridge(stack, state, prepared)
     host_end, guest_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     stack.callback(host_end.close)
     with guest_end:
-        plan = plan_vm(state, prepared, guest_end.fileno(), disk, quiet, sockets)
+        plan = plan_vm(state, prepared, guest_end.fileno(), disk, quiet, sockets, tap_fd)
         console = stack.enter_context(tempfile.TemporaryFile(prefix="vmpod-console-"))  # noqa: SIM115
         phases = Phases()
         stack.callback(phases.report)
         qemu = spawn(plan.argv, pass_fds=plan.pass_fds, stdout=console.fileno())
         stack.callback(_reap, qemu, phases)
-    return RunningVm(qemu, host_end, console, phases)
+    return RunningVm(qemu, host_end, console, phases, process)
+
+
+def _join_bridge(stack: ExitStack, state: StateDir, prepared: Prepared) -> tuple[ProcessSpec, int]:
+    """Leases an address on the container's network, and tells the guest its peers' names."""
+    store = NetworkStore(state)
+    network = store.get(prepared.bridge)
+    address = lease_address(stack, store, network, prepared.record.name)
+    known = [f"{name}:{peer}" for name, peer in sorted(peers(store, network).items()) if peer != address]
+    hosts = hosts_file(prepared.process.hostname, [*known, *prepared.add_hosts], True, address)
+    files = tuple(f for f in prepared.process.files if not f.startswith("/etc/hosts\t"))
+    process = replace(
+        prepared.process,
+        files=(_file("/etc/hosts", hosts), *files),
+        net_address=f"{address}/{network.prefix}",
+        net_gateway=network.gateway,
+    )
+    return process, open_tap(stack, network)
 
 
 def _reap(qemu: subprocess.Popen[bytes], phases: Phases) -> None:
@@ -425,11 +470,13 @@ async def until_ready(session: AgentSession, vm: RunningVm) -> None:
     raise ProtocolError(f"the agent did not answer within {BOOT_TIMEOUT_S:.0f} s")
 
 
-async def start_process(session: AgentSession, vm: RunningVm, process: ProcessSpec) -> None:
+async def start_process(session: AgentSession, vm: RunningVm, process: ProcessSpec | None = None) -> None:
     """Boots to READY and starts the container's main process, with Docker's errors when it cannot."""
     await until_ready(session, vm)
     try:
-        await asyncio.wait_for(session.start(process), BOOT_TIMEOUT_S)
+        chosen = process or vm.process
+        assert chosen is not None, "start_process needs the process to start"
+        await asyncio.wait_for(session.start(chosen), BOOT_TIMEOUT_S)
     except AgentError as e:
         raise start_error(e) from None
     except TimeoutError:

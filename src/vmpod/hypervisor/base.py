@@ -36,6 +36,13 @@ class UserNetwork:
 
 
 @dataclass(frozen=True)
+class TapNetwork:
+    """A tap device, opened by the caller, on a bridge of the host."""
+
+    fd: int
+
+
+@dataclass(frozen=True)
 class Share:
     """A host directory the guest mounts by its tag."""
 
@@ -55,7 +62,8 @@ class VmSpec:
     accel: AccelChoice
     channel_fd: int  # one end of a connected stream socket; the agent's channel
     disks: tuple[DiskSpec, ...] = field(default=())
-    network: UserNetwork | None = None
+    network: UserNetwork | TapNetwork | None = None
+    mac: str = ""  # the guest's MAC address; each VM needs its own on a shared bridge
     shares: tuple[Share, ...] = ()
 
 

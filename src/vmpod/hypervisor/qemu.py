@@ -10,7 +10,7 @@ import shutil
 
 from vmpod.guest.messages import CHANNEL_NAME
 from vmpod.hypervisor.accel import Accel
-from vmpod.hypervisor.base import LaunchPlan, VmSpec
+from vmpod.hypervisor.base import LaunchPlan, TapNetwork, VmSpec
 
 BINARY = "qemu-system-x86_64"
 # A bounded translation cache keeps an idle TCG guest small (DESIGN.md decision 5).
@@ -72,13 +72,20 @@ class QemuDriver:
                           f"discard=unmap,readonly={'on' if disk.readonly else 'off'}",
                 "-device", f"virtio-blk-device,drive=disk{index}",
             ]
-        if spec.network is not None:
+        nic = f"virtio-net-device,netdev=net0{f',mac={spec.mac}' if spec.mac else ''}"
+        if isinstance(spec.network, TapNetwork):
+            fds.append(spec.network.fd)
+            argv += [
+                "-netdev", f"tap,id=net0,fd={spec.network.fd}",
+                "-device", nic,
+            ]
+        elif spec.network is not None:
             forwards = "".join(
                 f",hostfwd={f.protocol}:{_host(f.host_ip)}:{f.host_port}-:{f.guest_port}" for f in spec.network.forwards
             )
             argv += [
                 "-netdev", f"user,id=net0{forwards}",
-                "-device", "virtio-net-device,netdev=net0",
+                "-device", nic,
             ]
         for share in spec.shares:
             if share.vhost_user_socket:
