@@ -134,6 +134,13 @@ def test_named_volume_outlives_its_container(vmpod: Vmpod) -> None:
     assert done.stdout == b"persisted\n"
     vmpod("volume", "rm", "keep", check=True)
     assert "keep" not in vmpod("volume", "ls", "-q", check=True).stdout.decode().split()
+    before = set(vmpod("volume", "ls", "-q", check=True).stdout.decode().split())
+    vmpod("run", "--name", "anon", "-v", "/scratch", "-v", "named:/named", "busybox", "true", check=True)
+    created = set(vmpod("volume", "ls", "-q", check=True).stdout.decode().split()) - before
+    assert "named" in created and len(created) == 2
+    vmpod("rm", "-v", "anon", check=True)
+    assert set(vmpod("volume", "ls", "-q", check=True).stdout.decode().split()) - before == {"named"}
+    vmpod("volume", "rm", "named", check=True)
 
 
 def test_tmpfs_and_read_only_root(vmpod: Vmpod) -> None:

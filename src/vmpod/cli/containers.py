@@ -81,9 +81,23 @@ def _cmd_rm(state: StateDir, args: argparse.Namespace) -> int:
             if not args.force:
                 raise VmpodError(f"cannot remove container {record.name}: it is running", "stop it first, or use rm -f")
             detached.stop(state, record, 0)  # a stop, not a kill: no restart policy brings it back
+        anonymous = _anonymous_volumes(state, record) if args.volumes else []
         store.remove(record.id)
+        for name in anonymous:  # `rm -v`: the container's anonymous volumes go with it, named ones stay
+            VolumeStore(state).remove(name)
 
     return _each(state, args.containers, remove)
+
+
+def _anonymous_volumes(state: StateDir, record: ContainerRecord) -> list[str]:
+    from vmpod.container.vm import Prepared
+    from vmpod.container.volumes import is_anonymous
+
+    try:
+        mounts = Prepared.load(ContainerStore(state).directory(record.id)).mounts
+    except (OSError, ValueError, KeyError):
+        return []
+    return [m.volume for m in mounts if m.volume and is_anonymous(m.volume)]
 
 
 def _cmd_stop(state: StateDir, args: argparse.Namespace) -> int:
@@ -579,7 +593,7 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("rm", help="remove containers")
     p.add_argument("-f", "--force", action="store_true", help="kill and remove running containers")
-    p.add_argument("-v", "--volumes", action="store_true", help="accepted for Docker compatibility")
+    p.add_argument("-v", "--volumes", action="store_true", help="also remove the container's anonymous volumes")
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
     p.set_defaults(handler=_cmd_rm)
 

@@ -48,6 +48,7 @@ def run_container(state: StateDir, options: RunOptions) -> int:
         if options.remove or options.dry_run:
             stack.callback(containers.remove, container_id)
         else:
+            prepared.save(directory)  # what it was made of, for `rm -v`, `start` and `inspect`
             containers.save(prepared.record)
         disk = open_disk(stack, directory / OVERLAY)
         if options.dry_run:

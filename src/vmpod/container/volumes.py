@@ -38,6 +38,11 @@ class MountSpec:
         return cls(**data)
 
 
+def is_anonymous(name: str) -> bool:
+    """Anonymous volumes (`-v /path`) get a random 64-hex-digit name, as Docker's do."""
+    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
+
+
 def _target(text: str) -> str:
     path = PurePosixPath(text)
     if not path.is_absolute() or ".." in path.parts:
