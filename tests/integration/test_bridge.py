@@ -52,10 +52,17 @@ def test_containers_on_a_network_reach_each_other_by_name(in_netns: Vmpod) -> No
         )
         assert done.returncode == 0, done.stderr
         assert done.stdout.decode().split() == ["10.77.3.3/24", "from-srv"]
+        # A container started *before* its peer finds it too: names resolve live through the network's DNS.
+        early = in_netns("run", "-d", "--name", "early", "--network", "app", "busybox", "sleep", "600")
+        assert early.returncode == 0, early.stderr
+        in_netns("run", "-d", "--name", "late", "--network", "app", "busybox", "sleep", "600", check=True)
+        found = in_netns("exec", "early", "nslookup", "late")
+        assert b"10.77.3." in found.stdout, found.stdout + found.stderr
+        in_netns("rm", "-f", "early", "late", check=True)
         refused = in_netns("network", "rm", "app")
         assert refused.returncode == 1 and b"active containers" in refused.stderr
         in_netns("rm", "-f", "srv", check=True)
     finally:
-        in_netns("rm", "-f", "srv")
+        in_netns("rm", "-f", "srv", "early", "late")
         in_netns("network", "rm", "app")
     assert "app" not in in_netns("network", "ls", check=True).stdout.decode()

@@ -2,9 +2,8 @@
 each container on it gets a tap device on the bridge and its own address.
 
 The tap is opened through /dev/net/tun by the VM's owner and passed to QEMU as an fd, without
-IFF_PERSIST: it disappears with its last fd, so a killed owner leaves no device behind. Containers on a
-network find each other by name through the /etc/hosts each one gets when it starts (containers started
-later are not added to earlier ones' files: that needs a DNS server, not written yet).
+IFF_PERSIST: it disappears with its last fd, so a killed owner leaves no device behind. Containers find
+each other by name through the DNS responder in `dns.py`, which answers from the leases kept here.
 """
 
 from __future__ import annotations

@@ -75,24 +75,29 @@ async def _attached(vm: RunningVm, prepared: Prepared, options: RunOptions) -> i
     session = AgentSession(vm.channel)
     await session.open()
     try:
-        process = prepared.process
-        await start_process(session, vm)
-        loop = asyncio.get_running_loop()
-        attached_tty = process.terminal and os.isatty(0)
-        with (
-            terminal.raw_mode(0) if attached_tty and options.interactive else nullcontext(),
-            _signals_forwarded(loop, session, attached_tty),
-        ):
-            if options.interactive:
-                session.pump_stdin(0)
-            status = await session.wait_exit()
-        vm.phases.mark("exited")
-        # A removed container's disk is already unlinked: nothing to sync, so no clean shutdown.
-        if not options.remove:
-            await shutdown(session, vm)
-        return exit_code(status)
+        async with vm.serve_dns():
+            return await _run_process(session, vm, prepared, options)
     finally:
         await session.close()
+
+
+async def _run_process(session: AgentSession, vm: RunningVm, prepared: Prepared, options: RunOptions) -> int:
+    process = prepared.process
+    await start_process(session, vm)
+    loop = asyncio.get_running_loop()
+    attached_tty = process.terminal and os.isatty(0)
+    with (
+        terminal.raw_mode(0) if attached_tty and options.interactive else nullcontext(),
+        _signals_forwarded(loop, session, attached_tty),
+    ):
+        if options.interactive:
+            session.pump_stdin(0)
+        status = await session.wait_exit()
+    vm.phases.mark("exited")
+    # A removed container's disk is already unlinked: nothing to sync, so no clean shutdown.
+    if not options.remove:
+        await shutdown(session, vm)
+    return exit_code(status)
 
 
 @contextmanager

@@ -95,36 +95,40 @@ class Supervisor:
     async def run(self) -> int:
         await self.session.open()
         try:
-            try:
-                await start_process(self.session, self.vm)
-            except ProtocolError as e:
-                raise VmpodError(f"the VM failed: {e}", self.vm.console_hint()) from None
-            path = self.directory / control.SOCKET_NAME
-            server = await control.serve(self.directory, self._client)
-            me = os.getpid()
-            record = self.containers.get(self.prepared.record.id)
-            self.containers.update(
-                record, status=Status.RUNNING, pid=me, pid_start=start_time(me), vm_pid=self.vm.qemu.pid, started=now()
-            )
-            _report({"ok": True})
-            try:
-                status = await self.session.wait_exit()
-            except ProtocolError as e:  # the hypervisor died, or the guest broke the protocol
-                log.warning("the VM failed: %s (%s)", e, self.vm.console_hint())
-                server.close()
-                path.unlink(missing_ok=True)
-                return ExitCode.ENGINE
-            self.vm.phases.mark("exited")
-            server.close()
-            path.unlink(missing_ok=True)
-            # A `stop` that caused the exit still owes its caller an answer.
-            if self.clients:
-                await asyncio.wait(list(self.clients), timeout=2)
-            await shutdown(self.session, self.vm)
-            return exit_code(status)
+            async with self.vm.serve_dns():
+                return await self._run()
         finally:
             await self.session.close()
             self.log.close()
+
+    async def _run(self) -> int:
+        try:
+            await start_process(self.session, self.vm)
+        except ProtocolError as e:
+            raise VmpodError(f"the VM failed: {e}", self.vm.console_hint()) from None
+        path = self.directory / control.SOCKET_NAME
+        server = await control.serve(self.directory, self._client)
+        me = os.getpid()
+        record = self.containers.get(self.prepared.record.id)
+        self.containers.update(
+            record, status=Status.RUNNING, pid=me, pid_start=start_time(me), vm_pid=self.vm.qemu.pid, started=now()
+        )
+        _report({"ok": True})
+        try:
+            status = await self.session.wait_exit()
+        except ProtocolError as e:  # the hypervisor died, or the guest broke the protocol
+            log.warning("the VM failed: %s (%s)", e, self.vm.console_hint())
+            server.close()
+            path.unlink(missing_ok=True)
+            return ExitCode.ENGINE
+        self.vm.phases.mark("exited")
+        server.close()
+        path.unlink(missing_ok=True)
+        # A `stop` that caused the exit still owes its caller an answer.
+        if self.clients:
+            await asyncio.wait(list(self.clients), timeout=2)
+        await shutdown(self.session, self.vm)
+        return exit_code(status)
 
     # --- clients -----------------------------------------------------------------------------------
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -19,13 +19,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, ExitStack, nullcontext
 from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import IO, Any
 
-from vmpod.container import terminal
+from vmpod.container import dns, terminal
 from vmpod.container.bridge import NetworkStore, lease_address, open_tap, peers
 from vmpod.container.network import (
     GATEWAY,
@@ -108,6 +109,7 @@ class Prepared:
     remove: bool = False  # `run -d --rm`: the supervisor removes the container when it ends
     bridge: str = ""  # the `vmpod network create` network the container joins (address leased at launch)
     add_hosts: tuple[str, ...] = ()
+    dns: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "record": self.record.to_dict()}
@@ -146,6 +148,7 @@ class Prepared:
             bool(data.get("remove", False)),
             str(data.get("bridge", "")),
             tuple(data.get("add_hosts", ())),
+            tuple(data.get("dns", ())),
         )
 
     def save(self, directory: Path) -> None:
@@ -262,6 +265,7 @@ def prepare(state: StateDir, options: RunOptions) -> Prepared:
         remove=options.remove,
         bridge=options.network if network is NetworkMode.BRIDGE else "",
         add_hosts=tuple(options.add_hosts),
+        dns=tuple(options.dns),
     )
 
 
@@ -373,6 +377,11 @@ class RunningVm:
     console: IO[bytes]
     phases: Phases
     process: ProcessSpec | None = None  # the container's process, with what launch decided (a leased address)
+    dns: tuple[str, Callable[[str], str | None]] | None = None  # bridged: (gateway, name lookup) to serve
+
+    def serve_dns(self) -> AbstractAsyncContextManager[None]:
+        """Answers the network's name queries while the VM runs (bridged networks only)."""
+        return dns.serve(*self.dns) if self.dns else nullcontext()
 
     def console_hint(self) -> str:
         """The last lines the guest printed, for an error message."""
@@ -389,9 +398,9 @@ def launch(stack: ExitStack, state: StateDir, prepared: Prepared, disk: DiskSpec
     sockets = {}
     for share in prepared.virtiofs_shares():
         sockets[share.tag] = virtiofs.start_daemon(stack, share.path, prepared.socket_name(share.tag))
-    process, tap_fd = prepared.process, None
+    process, tap_fd, names = prepared.process, None, None
     if prepared.bridge:
-        process, tap_fd = _join_bridge(stack, state, prepared)
+        process, tap_fd, names = _join_bridge(stack, state, prepared)
     host_end, guest_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     stack.callback(host_end.close)
     with guest_end:
@@ -401,24 +410,31 @@ def launch(stack: ExitStack, state: StateDir, prepared: Prepared, disk: DiskSpec
         stack.callback(phases.report)
         qemu = spawn(plan.argv, pass_fds=plan.pass_fds, stdout=console.fileno())
         stack.callback(_reap, qemu, phases)
-    return RunningVm(qemu, host_end, console, phases, process)
+    return RunningVm(qemu, host_end, console, phases, process, names)
 
 
-def _join_bridge(stack: ExitStack, state: StateDir, prepared: Prepared) -> tuple[ProcessSpec, int]:
-    """Leases an address on the container's network, and tells the guest its peers' names."""
+def _join_bridge(
+    stack: ExitStack, state: StateDir, prepared: Prepared
+) -> tuple[ProcessSpec, int, tuple[str, Callable[[str], str | None]]]:
+    """Leases an address on the container's network; peers' names come from the network's DNS responder."""
     store = NetworkStore(state)
     network = store.get(prepared.bridge)
     address = lease_address(stack, store, network, prepared.record.name)
     known = [f"{name}:{peer}" for name, peer in sorted(peers(store, network).items()) if peer != address]
     hosts = hosts_file(prepared.process.hostname, [*known, *prepared.add_hosts], True, address)
-    files = tuple(f for f in prepared.process.files if not f.startswith("/etc/hosts\t"))
+    resolv = "".join(f"nameserver {server}\n" for server in (network.gateway, *prepared.dns))
+    files = tuple(f for f in prepared.process.files if not f.startswith(("/etc/hosts\t", "/etc/resolv.conf\t")))
     process = replace(
         prepared.process,
-        files=(_file("/etc/hosts", hosts), *files),
+        files=(_file("/etc/hosts", hosts), _file("/etc/resolv.conf", resolv), *files),
         net_address=f"{address}/{network.prefix}",
         net_gateway=network.gateway,
     )
-    return process, open_tap(stack, network)
+
+    def lookup(name: str) -> str | None:
+        return peers(store, network).get(name)
+
+    return process, open_tap(stack, network), (network.gateway, lookup)
 
 
 def _reap(qemu: subprocess.Popen[bytes], phases: Phases) -> None:
