@@ -181,6 +181,10 @@ def test_without_rm_the_container_is_kept_until_rm(vmpod: Vmpod) -> None:
     assert done.returncode == 7
     listing = vmpod("ps", "-a", check=True).stdout.decode()
     assert "kept" in listing and "Exited (7)" in listing
+    done = vmpod("run", "--name", "talker", "busybox", "sh", "-c", "echo out; echo err >&2")
+    logs = vmpod("logs", "talker", check=True)
+    assert (logs.stdout, logs.stderr) == (b"out\n", b"err\n")
+    vmpod("rm", "talker", check=True)
     vmpod("rm", "kept", check=True)
     assert "kept" not in vmpod("ps", "-a", check=True).stdout.decode()
 

@@ -140,7 +140,7 @@ def _cmd_logs(state: StateDir, args: argparse.Namespace) -> int:
     record = ContainerStore(state).find(args.container)
     path = detached.log_path(state, record)
     if not path.exists():
-        raise VmpodError(f"container {args.container} has no logs", "logs are kept for containers run with -d")
+        raise VmpodError(f"container {args.container} has no logs", "logs are kept unless the container ran with --rm")
     chunks = list(read_records(path))
     offset = chunks[-1][1] if chunks else 0
     shown = lines([r for r, _ in chunks])

@@ -12,9 +12,11 @@ import shlex
 import signal
 from collections.abc import Coroutine, Iterator
 from contextlib import ExitStack, contextmanager, nullcontext, suppress
+from pathlib import Path
 from typing import Any
 
 from vmpod.container import terminal
+from vmpod.container.logs import LOG_NAME, STDERR, STDOUT, LogWriter
 from vmpod.container.state import OVERLAY, ContainerStore, Status
 from vmpod.container.vm import (
     Prepared,
@@ -31,7 +33,8 @@ from vmpod.container.vm import (
 )
 from vmpod.errors import VmpodError
 from vmpod.guest.codec import ProtocolError
-from vmpod.guest.session import AgentError, AgentSession
+from vmpod.guest.messages import Message
+from vmpod.guest.session import AgentError, AgentSession, OutputSink, fd_sink
 from vmpod.paths import StateDir
 
 # Signals a user sends to `vmpod run` that reach the container process (Docker's --sig-proxy).
@@ -62,7 +65,8 @@ def run_container(state: StateDir, options: RunOptions) -> int:
             containers.update(prepared.record, status=Status.RUNNING, pid=os.getpid())
         code: int | None = None
         try:
-            code = asyncio.run(_attached(vm, prepared, options))
+            log = None if options.remove else stack.enter_context(_log_writer(directory / LOG_NAME))
+            code = asyncio.run(_attached(vm, prepared, options, log))
         except ProtocolError as e:
             raise VmpodError(f"the VM failed: {e}", vm.console_hint()) from None
         finally:
@@ -71,8 +75,29 @@ def run_container(state: StateDir, options: RunOptions) -> int:
         return code
 
 
-async def _attached(vm: RunningVm, prepared: Prepared, options: RunOptions) -> int:
-    session = AgentSession(vm.channel)
+@contextmanager
+def _log_writer(path: Path) -> Iterator[LogWriter]:
+    writer = LogWriter(path)
+    try:
+        yield writer
+    finally:
+        writer.close()
+
+
+def _tee(log: LogWriter | None) -> OutputSink:
+    """Output to the user's terminal and, for a kept container, to its log (`vmpod logs` works after)."""
+    to_terminal = fd_sink()
+
+    async def write(process: int, kind: Message, data: bytes) -> None:
+        await to_terminal(process, kind, data)
+        if log is not None:
+            log.write(STDOUT if kind is Message.STDOUT else STDERR, data)
+
+    return write
+
+
+async def _attached(vm: RunningVm, prepared: Prepared, options: RunOptions, log: LogWriter | None) -> int:
+    session = AgentSession(vm.channel, _tee(log))
     await session.open()
     try:
         async with vm.serve_dns():
