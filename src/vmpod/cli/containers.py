@@ -10,7 +10,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vmpod.cli.sizes import human_size
 from vmpod.container.logs import STDERR, Record, lines, read_records, timestamp
@@ -18,6 +18,9 @@ from vmpod.container.state import ContainerRecord, ContainerStore, Status
 from vmpod.container.volumes import VolumeStore
 from vmpod.errors import ExitCode, VmpodError
 from vmpod.paths import StateDir
+
+if TYPE_CHECKING:
+    from vmpod.container.vm import Prepared
 
 
 def _each(state: StateDir, names: list[str], action: Any) -> int:
@@ -89,15 +92,21 @@ def _cmd_rm(state: StateDir, args: argparse.Namespace) -> int:
     return _each(state, args.containers, remove)
 
 
-def _anonymous_volumes(state: StateDir, record: ContainerRecord) -> list[str]:
+def _plan(state: StateDir, record: ContainerRecord) -> Prepared | None:
+    """What the container was made of (its plan.json), or None for a container without a readable one."""
     from vmpod.container.vm import Prepared
-    from vmpod.container.volumes import is_anonymous
 
     try:
-        mounts = Prepared.load(ContainerStore(state).directory(record.id)).mounts
+        return Prepared.load(ContainerStore(state).directory(record.id))
     except (OSError, ValueError, KeyError):
-        return []
-    return [m.volume for m in mounts if m.volume and is_anonymous(m.volume)]
+        return None
+
+
+def _anonymous_volumes(state: StateDir, record: ContainerRecord) -> list[str]:
+    from vmpod.container.volumes import is_anonymous
+
+    plan = _plan(state, record)
+    return [m.volume for m in plan.mounts if m.volume and is_anonymous(m.volume)] if plan else []
 
 
 def _cmd_stop(state: StateDir, args: argparse.Namespace) -> int:
@@ -445,11 +454,12 @@ def _cmd_network(state: StateDir, args: argparse.Namespace) -> int:
             network = networks.get(name)
             print(f"{name:<20} {network.subnet:<18} {network.bridge}")
     else:
-        users = {r.name for r in ContainerStore(state).all() if r.status is Status.RUNNING}
+        running = [r for r in ContainerStore(state).all() if r.status is Status.RUNNING]
+        bridges = {r.name: plan.bridge for r in running if (plan := _plan(state, r)) is not None}
         failed = 0
         for name in args.names:
             try:
-                attached = [c for c in users if _joined(state, c) == name]
+                attached = sorted(c for c, bridge in bridges.items() if bridge == name)
                 if attached:
                     raise VmpodError(f"network {name} has active containers: {', '.join(attached)}")
                 networks.remove(name)
@@ -459,16 +469,6 @@ def _cmd_network(state: StateDir, args: argparse.Namespace) -> int:
                 failed = 1
         return failed
     return 0
-
-
-def _joined(state: StateDir, name: str) -> str:
-    from vmpod.container.vm import Prepared
-
-    store = ContainerStore(state)
-    try:
-        return Prepared.load(store.directory(store.find(name).id)).bridge
-    except (OSError, ValueError, KeyError, VmpodError):
-        return ""
 
 
 def _cmd_port(state: StateDir, args: argparse.Namespace) -> int:
@@ -506,16 +506,8 @@ def _cmd_volume(state: StateDir, args: argparse.Namespace) -> int:
 
 
 def _volumes_in_use(state: StateDir) -> set[str]:
-    from vmpod.container.vm import Prepared
-
-    store = ContainerStore(state)
-    used: set[str] = set()
-    for record in store.all():
-        try:
-            used.update(m.volume for m in Prepared.load(store.directory(record.id)).mounts if m.volume)
-        except (OSError, ValueError, KeyError):
-            continue
-    return used
+    plans = (_plan(state, record) for record in ContainerStore(state).all())
+    return {m.volume for plan in plans if plan is not None for m in plan.mounts if m.volume}
 
 
 def register(sub: Any) -> None:
