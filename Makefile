@@ -9,7 +9,7 @@ export VMPOD_KERNEL_CACHE ?= /var/cache/vmpod/kernels
 RUN_PACKAGES := qemu-system-x86 qemu-utils e2fsprogs busybox-static python3-venv kmod
 BUILD_PACKAGES := musl-tools gcc make
 KERNEL_PACKAGES := linux-source-6.1 flex bison bc libelf-dev libssl-dev lz4 cpio xz-utils
-TEST_PACKAGES := tmux docker-registry skopeo umoci apache2-utils openssl podman runc conmon
+TEST_PACKAGES := tmux docker-registry skopeo umoci apache2-utils openssl podman runc conmon containerd docker.io
 BENCH_PACKAGES := podman runc
 
 .PHONY: all deps test-deps venv agent kernel stock-kernel demo test lint unit integration bench clean
