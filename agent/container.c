@@ -4,6 +4,7 @@
 #include <grp.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -87,6 +88,18 @@ static void wait_for_device(const char *dev)
         msleep(10);
 }
 
+/* A VM restored from a template read its placeholder disk through this same device: whatever the page
+ * cache holds of it belongs to that disk, not to this one, so it goes before the mount reads. */
+static void drop_cached_blocks(const char *device)
+{
+    int f = open(device, O_RDONLY | O_CLOEXEC);
+    if (f >= 0) {
+        if (ioctl(f, BLKFLSBUF, 0) < 0)
+            alog("BLKFLSBUF %s: %s", device, strerror(errno));
+        close(f);
+    }
+}
+
 int container_setup(const struct start_req *r, char *msg, size_t cap)
 {
     int e;
@@ -102,8 +115,10 @@ int container_setup(const struct start_req *r, char *msg, size_t cap)
     }
     /* A shared filesystem (virtio-fs, 9p) is named by its tag, not by a device node. */
     int shared = strcmp(r->root_fstype, "virtiofs") == 0 || strcmp(r->root_fstype, "9p") == 0;
-    if (!shared)
+    if (!shared) {
         wait_for_device(r->root_device);
+        drop_cached_blocks(r->root_device);
+    }
     mkdir(NEWROOT, 0755);
     /* The root is mounted writable even for a read-only container, so that missing mount points and
      * /etc files can be created first (as Docker does); it becomes read-only at the end. */

@@ -70,7 +70,7 @@ int frame_type_known(uint16_t type)
     switch (type) {
     case VMPOD_MSG_READY: case VMPOD_MSG_OK: case VMPOD_MSG_ERROR:
     case VMPOD_MSG_START: case VMPOD_MSG_SIGNAL: case VMPOD_MSG_RESIZE: case VMPOD_MSG_SHUTDOWN:
-    case VMPOD_MSG_EXEC:
+    case VMPOD_MSG_EXEC: case VMPOD_MSG_MACHINE:
     case VMPOD_MSG_STDIN: case VMPOD_MSG_STDIN_CLOSE: case VMPOD_MSG_STDOUT:
     case VMPOD_MSG_STDERR: case VMPOD_MSG_OUTPUT_ACK: case VMPOD_MSG_STDIN_ACK:
     case VMPOD_MSG_EXIT:

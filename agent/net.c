@@ -85,6 +85,40 @@ static int configure(int s, const char *ifname, const struct net_spec *n, const 
     return ioctl(s, SIOCADDRT, &rt);
 }
 
+/* virtio-net may still be probing: give it a moment, as wait_for_device does for the disk. */
+static int wait_ether(char name[IFNAMSIZ])
+{
+    for (int i = 0; i < 200; i++) {
+        if (first_ether(name) == 0)
+            return 0;
+        msleep(10);
+    }
+    return -1;
+}
+
+#define NO_ETHER "no ethernet interface appeared in 2 s (no virtio-net device, or its driver is not loaded)"
+
+int net_set_mac(const unsigned char mac[6], char *msg, size_t cap)
+{
+    char ifname[IFNAMSIZ];
+    if (wait_ether(ifname) < 0) {
+        snprintf(msg, cap, "MAC: " NO_ETHER);
+        return ENODEV;
+    }
+    struct ifreq r = {0};
+    snprintf(r.ifr_name, IFNAMSIZ, "%s", ifname);
+    r.ifr_hwaddr.sa_family = ARPHRD_ETHER;
+    memcpy(r.ifr_hwaddr.sa_data, mac, 6);
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), e = 0;
+    if (s < 0 || ioctl(s, SIOCSIFHWADDR, &r) < 0) {
+        e = errno;
+        snprintf(msg, cap, "MAC: %s: %s", ifname, strerror(e));
+    }
+    if (s >= 0)
+        close(s);
+    return e;
+}
+
 int net_setup(const struct net_spec *n, char *msg, size_t cap)
 {
     int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), e;
@@ -97,14 +131,9 @@ int net_setup(const struct net_spec *n, char *msg, size_t cap)
     }
     char ifname[IFNAMSIZ];
     const char *step = "";
-    /* virtio-net may still be probing: give it a moment, as wait_for_device does for the disk. */
-    int found = -1;
-    for (int i = 0; n->set && i < 200 && (found = first_ether(ifname)) < 0; i++)
-        msleep(10);
-    if (n->set && found < 0) {
+    if (n->set && wait_ether(ifname) < 0) {
         e = ENODEV;
-        snprintf(msg, cap, "NET_ADDRESS: no ethernet interface appeared in 2 s (no virtio-net "
-                           "device, or its driver is not loaded)");
+        snprintf(msg, cap, "NET_ADDRESS: " NO_ETHER);
     } else if (n->set && configure(s, ifname, n, &step) < 0) {
         e = errno;
         snprintf(msg, cap, "NET_ADDRESS: %s %s: %s", ifname, step, strerror(e));

@@ -8,5 +8,7 @@
 /* Brings lo up and, with n->set, the first ethernet interface with n's address, netmask and default
  * route. 0 or an errno with msg. */
 int net_setup(const struct net_spec *n, char *msg, size_t cap);
+/* Gives the first ethernet interface (while it is down) this MAC address. 0 or an errno with msg. */
+int net_set_mac(const unsigned char mac[6], char *msg, size_t cap);
 
 #endif

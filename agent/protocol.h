@@ -19,6 +19,7 @@ enum vmpod_message {
     VMPOD_MSG_RESIZE = 18,
     VMPOD_MSG_SHUTDOWN = 19,
     VMPOD_MSG_EXEC = 20,
+    VMPOD_MSG_MACHINE = 21,
     VMPOD_MSG_STDIN = 32,
     VMPOD_MSG_STDIN_CLOSE = 33,
     VMPOD_MSG_STDOUT = 34,
@@ -57,6 +58,12 @@ enum vmpod_field {
     VMPOD_F_FILE = 36,
     VMPOD_F_NET_ADDRESS = 37,
     VMPOD_F_NET_GATEWAY = 38,
+    VMPOD_F_RLIMIT = 39,
+    VMPOD_F_NO_NEW_PRIVS = 40,
+    VMPOD_F_CAPS = 41,
+    VMPOD_F_TIME = 42,
+    VMPOD_F_SEED = 43,
+    VMPOD_F_MAC = 44,
 };
 
 #endif

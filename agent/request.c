@@ -8,6 +8,7 @@
 #include "agent.h"
 #include "boot.h"
 #include "channel.h"
+#include "machine.h"
 #include "process.h"
 #include "request.h"
 
@@ -40,6 +41,9 @@ static const struct field_spec signal_spec[] = {
 static const struct field_spec resize_spec[] = {
     {VMPOD_F_PROCESS, FK_U32, REQ}, {VMPOD_F_ROWS, FK_U32, REQ}, {VMPOD_F_COLS, FK_U32, REQ},
     {0, 0, 0},
+};
+static const struct field_spec machine_spec[] = {
+    {VMPOD_F_TIME, FK_STR, OPT}, {VMPOD_F_SEED, FK_STR, OPT}, {VMPOD_F_MAC, FK_STR, OPT}, {0, 0, 0},
 };
 static const struct field_spec ack_spec[] = {{VMPOD_F_COUNT, FK_U32, REQ}, {0, 0, 0}};
 static const struct field_spec no_fields[] = {{0, 0, 0}};
@@ -273,6 +277,31 @@ static void on_resize(uint32_t id, const struct fields *f)
         send_ok(id, 0, 0);
 }
 
+/* MACHINE: checked in full first, so that a bad value changes nothing; applied only as PID 1 (in host
+ * test mode the clock and the pool are the host's). */
+static void on_machine(uint32_t id, const struct fields *f)
+{
+    struct machine_spec m = {0};
+    const char *why = NULL;
+    char *time = fields_has(f, VMPOD_F_TIME) ? dup_str(f->str[VMPOD_F_TIME], f->len[VMPOD_F_TIME]) : NULL;
+    char *seed = fields_has(f, VMPOD_F_SEED) ? dup_str(f->str[VMPOD_F_SEED], f->len[VMPOD_F_SEED]) : NULL;
+    char *mac = fields_has(f, VMPOD_F_MAC) ? dup_str(f->str[VMPOD_F_MAC], f->len[VMPOD_F_MAC]) : NULL;
+    m.has_time = time != NULL;
+    m.has_mac = mac != NULL;
+    int bad = (time && machine_time_parse(time, &m.time, &why) < 0) ||
+              (seed && machine_seed_parse(seed, m.seed, &m.seed_len, &why) < 0) ||
+              (mac && machine_mac_parse(mac, m.mac, &why) < 0);
+    free(time), free(seed), free(mac);
+    char msg[300];
+    int err = 0;
+    if (bad)
+        send_error(id, EINVAL, "MACHINE: %s", why);
+    else if (is_pid1() && (err = machine_apply(&m, msg, sizeof msg)))
+        send_error(id, err, "%s", msg);
+    else
+        send_ok(id, 0, 0);
+}
+
 static void on_shutdown(uint32_t id)
 {
     proc_kill_all();
@@ -327,6 +356,7 @@ void request_handle(const struct frame_hdr *h, const uint8_t *p)
     case VMPOD_MSG_SIGNAL: spec = signal_spec; break;
     case VMPOD_MSG_RESIZE: spec = resize_spec; break;
     case VMPOD_MSG_SHUTDOWN: spec = no_fields; break;
+    case VMPOD_MSG_MACHINE: spec = machine_spec; break;
     default:
         /* The header is sound, so the stream is still in sync: answer and drop just this frame. */
         send_error(h->id, EPROTO, frame_type_known(h->type) ? "unexpected message type %u"
@@ -341,6 +371,8 @@ void request_handle(const struct frame_hdr *h, const uint8_t *p)
         on_signal(h->id, &f);
     else if (h->type == VMPOD_MSG_RESIZE)
         on_resize(h->id, &f);
+    else if (h->type == VMPOD_MSG_MACHINE)
+        on_machine(h->id, &f);
     else
         on_shutdown(h->id);
 }

@@ -26,7 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import IO, Any
 
-from vmpod.container import dns, terminal
+from vmpod.container import dns, template, terminal
 from vmpod.container.bridge import NetworkStore, lease_address, open_tap, peers
 from vmpod.container.network import (
     GATEWAY,
@@ -90,6 +90,7 @@ class RunOptions:
     tmpfs: tuple[str, ...] = ()
     read_only: bool = False
     restart: str = "no"
+    template: bool = True  # start from a saved VM when one fits (`--no-template` boots cold)
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ class Prepared:
     bridge: str = ""  # the `vmpod network create` network the container joins (address leased at launch)
     add_hosts: tuple[str, ...] = ()
     dns: tuple[str, ...] = ()
+    template: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "record": self.record.to_dict()}
@@ -149,6 +151,7 @@ class Prepared:
             str(data.get("bridge", "")),
             tuple(data.get("add_hosts", ())),
             tuple(data.get("dns", ())),
+            bool(data.get("template", True)),
         )
 
     def save(self, directory: Path) -> None:
@@ -266,6 +269,7 @@ def prepare(state: StateDir, options: RunOptions) -> Prepared:
         bridge=options.network if network is NetworkMode.BRIDGE else "",
         add_hosts=tuple(options.add_hosts),
         dns=tuple(options.dns),
+        template=options.template,
     )
 
 
@@ -316,12 +320,25 @@ def plan_vm(
     sockets: dict[str, str] | None = None,
     tap_fd: int | None = None,
 ) -> LaunchPlan:
+    """The command line that boots the container's VM cold (what `--dry-run` prints)."""
+    return QemuDriver().plan(vm_spec(state, prepared, channel_fd, disk, quiet, sockets, tap_fd))
+
+
+def vm_spec(
+    state: StateDir,
+    prepared: Prepared,
+    channel_fd: int,
+    disk: DiskSpec,
+    quiet: bool = False,
+    sockets: dict[str, str] | None = None,
+    tap_fd: int | None = None,
+) -> VmSpec:
     kernel = find_kernel(prepared.kernel)
     choice = accel.choose()
     if choice.warning and not quiet:
         print(f"vmpod: warning: {choice.warning}", file=sys.stderr)
     log.debug("kernel %s (%s), accelerator %s: %s", kernel.path, kernel.kind, choice.accel, choice.reason)
-    spec = VmSpec(
+    return VmSpec(
         vcpus=prepared.vcpus,
         memory_mib=prepared.memory_mib,
         kernel=kernel.path,
@@ -334,7 +351,6 @@ def plan_vm(
         mac=_mac(prepared.record.id),
         shares=prepared.shares(sockets),
     )
-    return QemuDriver().plan(spec)
 
 
 def _mac(container_id: str) -> str:
@@ -378,6 +394,8 @@ class RunningVm:
     phases: Phases
     process: ProcessSpec | None = None  # the container's process, with what launch decided (a leased address)
     dns: tuple[str, Callable[[str], str | None]] | None = None  # bridged: (gateway, name lookup) to serve
+    mac: str = ""  # the NIC's address, which the agent sets (MACHINE); empty without a NIC
+    restored: bool = False  # from a template: the agent is ready and has its identity already
 
     def serve_dns(self) -> AbstractAsyncContextManager[None]:
         """Answers the network's name queries while the VM runs (bridged networks only)."""
@@ -401,16 +419,42 @@ def launch(stack: ExitStack, state: StateDir, prepared: Prepared, disk: DiskSpec
     process, tap_fd, names = prepared.process, None, None
     if prepared.bridge:
         process, tap_fd, names = _join_bridge(stack, state, prepared)
+    console = stack.enter_context(tempfile.TemporaryFile(prefix="vmpod-console-"))  # noqa: SIM115
+    phases = Phases()
+    stack.callback(phases.report)
     host_end, guest_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    spec = vm_spec(state, prepared, guest_end.fileno(), disk, quiet, sockets, tap_fd)
+    mac = spec.mac if spec.network is not None else ""
+    why_not = "--no-template" if not prepared.template else template.eligible(spec)
+    if why_not is None:
+        try:
+            qemu = template.restore(
+                stack,
+                state,
+                spec,
+                host_end,
+                guest_end,
+                console.fileno(),
+                mac,
+                lambda vm: _reap_later(stack, vm, phases),
+            )
+            stack.callback(host_end.close)
+            phases.mark("restored")
+            return RunningVm(qemu, host_end, console, phases, process, names, mac, restored=True)
+        except template.RestoreFailed as e:
+            if not quiet:
+                print(f"vmpod: warning: {e}; booting without a template", file=sys.stderr)
+            host_end.close()
+            host_end, guest_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            spec = replace(spec, channel_fd=guest_end.fileno())
+    else:
+        log.debug("booting without a template: %s", why_not)
     stack.callback(host_end.close)
     with guest_end:
-        plan = plan_vm(state, prepared, guest_end.fileno(), disk, quiet, sockets, tap_fd)
-        console = stack.enter_context(tempfile.TemporaryFile(prefix="vmpod-console-"))  # noqa: SIM115
-        phases = Phases()
-        stack.callback(phases.report)
+        plan = QemuDriver().plan(spec)
         qemu = spawn(plan.argv, pass_fds=plan.pass_fds, stdout=console.fileno())
         stack.callback(_reap, qemu, phases)
-    return RunningVm(qemu, host_end, console, phases, process, names)
+    return RunningVm(qemu, host_end, console, phases, process, names, mac)
 
 
 def _join_bridge(
@@ -437,6 +481,10 @@ def _join_bridge(
     return process, open_tap(stack, network), (network.gateway, lookup)
 
 
+def _reap_later(stack: ExitStack, qemu: subprocess.Popen[bytes], phases: Phases) -> None:
+    stack.callback(_reap, qemu, phases)
+
+
 def _reap(qemu: subprocess.Popen[bytes], phases: Phases) -> None:
     """Waits briefly for a guest that powers itself off; otherwise kills the hypervisor."""
     try:
@@ -459,7 +507,10 @@ def start_error(error: AgentError) -> VmpodError:
 
 
 async def until_ready(session: AgentSession, vm: RunningVm) -> None:
-    """Waits for READY, for the hypervisor to die, or for the boot timeout, whichever comes first."""
+    """Waits for READY, for the hypervisor to die, or for the boot timeout, whichever comes first; then
+    gives the guest its identity (MACHINE). A VM restored from a template has both already."""
+    if vm.restored:
+        return
     loop = asyncio.get_running_loop()
     died: asyncio.Future[None] = loop.create_future()
     # A pidfd turns readable when the process exits: no thread to join, nothing to leak.
@@ -479,6 +530,10 @@ async def until_ready(session: AgentSession, vm: RunningVm) -> None:
     if ready in done:
         ready.result()
         vm.phases.mark("ready")
+        try:
+            await asyncio.wait_for(session.machine(vm.mac), BOOT_TIMEOUT_S)
+        except AgentError as e:
+            raise ProtocolError(f"the agent could not set up the VM: {e.message}") from None
         return
     ready.cancel()
     if died in done:

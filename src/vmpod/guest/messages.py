@@ -31,6 +31,7 @@ class Message(IntEnum):
     RESIZE = 18
     SHUTDOWN = 19
     EXEC = 20
+    MACHINE = 21
     STDIN = 32
     STDIN_CLOSE = 33
     STDOUT = 34
@@ -71,3 +72,9 @@ class Field(IntEnum):
     FILE = 36
     NET_ADDRESS = 37
     NET_GATEWAY = 38
+    RLIMIT = 39
+    NO_NEW_PRIVS = 40
+    CAPS = 41
+    TIME = 42
+    SEED = 43
+    MAC = 44

@@ -13,6 +13,7 @@ import os
 import select
 import socket
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
@@ -40,6 +41,8 @@ _REPLY_FIELDS = frozenset({Field.PID, Field.ERRNO, Field.MESSAGE})
 _ACK_FIELDS = frozenset({Field.COUNT})
 _EXIT_FIELDS = frozenset({Field.EXIT_CODE, Field.EXIT_SIGNAL})
 _READY_FIELDS = frozenset({Field.PROTO_VERSION, Field.AGENT_VERSION})
+# Bytes of host entropy each MACHINE gives the guest's random pool (the agent takes up to 64).
+SEED_BYTES = 64
 # START fields that EXEC does not take: the container's root and name are set once.
 _ROOT_ONLY = frozenset(
     {
@@ -77,6 +80,9 @@ class ProcessSpec:
     files: tuple[str, ...] = ()  # FILE values: PATH\tMODE\tCONTENT
     net_address: str = ""
     net_gateway: str = ""
+    rlimits: tuple[str, ...] = ()  # RLIMIT values: NAME\tSOFT\tHARD
+    no_new_privs: bool = False
+    caps: str | None = None  # CAPS: five TAB-separated lists; None leaves capabilities as they are
 
     def fields(self) -> list[tuple[Field, FieldValue]]:
         out: list[tuple[Field, FieldValue]] = [
@@ -98,7 +104,23 @@ class ProcessSpec:
         out += [(Field.GROUP, g) for g in self.groups]
         out += [(Field.TERMINAL, int(self.terminal)), (Field.ROWS, self.rows), (Field.COLS, self.cols)]
         out.append((Field.STDIN_OPEN, int(self.stdin_open)))
+        out += [(Field.RLIMIT, r) for r in self.rlimits]
+        if self.no_new_privs:
+            out.append((Field.NO_NEW_PRIVS, 1))
+        if self.caps is not None:
+            out.append((Field.CAPS, self.caps))
         return out
+
+
+def machine_fields(mac: str = "") -> list[tuple[Field, FieldValue]]:
+    """MACHINE's values at this moment: the host's clock, fresh entropy and, for a VM with a NIC, its MAC."""
+    fields: list[tuple[Field, FieldValue]] = [
+        (Field.TIME, str(time.time_ns())),
+        (Field.SEED, os.urandom(SEED_BYTES).hex()),
+    ]
+    if mac:
+        fields.append((Field.MAC, mac))
+    return fields
 
 
 @dataclass(frozen=True)
@@ -220,6 +242,10 @@ class AgentSession:
 
     async def resize(self, rows: int, cols: int, process: int = MAIN_PROCESS) -> None:
         await self._request(Message.RESIZE, [(Field.PROCESS, process), (Field.ROWS, rows), (Field.COLS, cols)])
+
+    async def machine(self, mac: str = "") -> None:
+        """Sets the guest's clock, reseeds its random pool and sets its MAC (docs/protocol.md, MACHINE)."""
+        await self._request(Message.MACHINE, machine_fields(mac))
 
     async def shutdown(self) -> None:
         await self._request(Message.SHUTDOWN)
@@ -344,3 +370,40 @@ class AgentSession:
             )
         else:
             raise ProtocolError(f"unexpected message {kind.name} from the agent")
+
+
+def request_blocking(
+    sock: socket.socket, kind: Message, fields: list[tuple[Field, FieldValue]], timeout: float
+) -> None:
+    """One request on a channel no session owns yet, answered OK or raising AgentError, ProtocolError or
+    TimeoutError. The only frame the agent may send meanwhile is the answer."""
+    ident = 1
+    deadline = time.monotonic() + timeout
+    sock.sendall(encode_frame(kind, ident, encode_fields(fields)))
+
+    def read_exactly(size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"the agent did not answer {kind.name} within {timeout:.0f} s")
+            sock.settimeout(left)
+            try:
+                chunk = sock.recv(size - len(data))
+            except TimeoutError:
+                continue
+            if not chunk:
+                raise ProtocolError("the agent closed the connection")
+            data += chunk
+        return data
+
+    try:
+        header = decode_header(read_exactly(HEADER_SIZE))
+        payload = read_exactly(header.length)
+    finally:
+        sock.settimeout(None)
+    if header.type not in (Message.OK, Message.ERROR) or header.id != ident:
+        raise ProtocolError(f"expected the answer to {kind.name}, got {header.type.name} id={header.id}")
+    answer = decode_fields(payload, _REPLY_FIELDS)
+    if header.type is Message.ERROR:
+        raise AgentError(answer.u32(Field.ERRNO) or errno.EIO, answer.text(Field.MESSAGE, 512) or "")

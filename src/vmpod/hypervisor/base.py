@@ -43,6 +43,11 @@ class TapNetwork:
 
 
 @dataclass(frozen=True)
+class UnpluggedNetwork:
+    """A NIC whose backend leads nowhere: a template's, so that a restored VM can plug in its own."""
+
+
+@dataclass(frozen=True)
 class Share:
     """A host directory the guest mounts by its tag."""
 
@@ -62,9 +67,11 @@ class VmSpec:
     accel: AccelChoice
     channel_fd: int  # one end of a connected stream socket; the agent's channel
     disks: tuple[DiskSpec, ...] = field(default=())
-    network: UserNetwork | TapNetwork | None = None
+    network: UserNetwork | TapNetwork | UnpluggedNetwork | None = None
     mac: str = ""  # the guest's MAC address; each VM needs its own on a shared bridge
     shares: tuple[Share, ...] = ()
+    control_fd: int = -1  # a connected stream socket for the hypervisor's control protocol (QMP)
+    incoming_fd: int = -1  # a saved VM to restore instead of booting (a readable file)
 
 
 @dataclass(frozen=True)

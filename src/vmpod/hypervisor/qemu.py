@@ -10,7 +10,7 @@ import shutil
 
 from vmpod.guest.messages import CHANNEL_NAME
 from vmpod.hypervisor.accel import Accel
-from vmpod.hypervisor.base import LaunchPlan, TapNetwork, VmSpec
+from vmpod.hypervisor.base import LaunchPlan, TapNetwork, UnpluggedNetwork, VmSpec
 
 BINARY = "qemu-system-x86_64"
 # A bounded translation cache keeps an idle TCG guest small (DESIGN.md decision 5).
@@ -79,6 +79,12 @@ class QemuDriver:
                 "-netdev", f"tap,id=net0,fd={spec.network.fd}",
                 "-device", nic,
             ]
+        elif isinstance(spec.network, UnpluggedNetwork):
+            # A hub with this one port: no migration state of its own, so any backend can follow.
+            argv += [
+                "-netdev", "hubport,id=net0,hubid=0",
+                "-device", nic,
+            ]
         elif spec.network is not None:
             forwards = "".join(
                 f",hostfwd={f.protocol}:{_host(f.host_ip)}:{f.host_port}-:{f.guest_port}" for f in spec.network.forwards
@@ -106,5 +112,11 @@ class QemuDriver:
                 "-machine", "memory-backend=mem",
                 "-global", "virtio-mmio.force-legacy=false",
             ]
+        if spec.control_fd >= 0:
+            fds.append(spec.control_fd)
+            argv += ["-chardev", f"socket,id=qmp,fd={spec.control_fd}", "-mon", "chardev=qmp,mode=control"]
+        if spec.incoming_fd >= 0:
+            fds.append(spec.incoming_fd)
+            argv += ["-incoming", f"fd:{spec.incoming_fd}"]
         # fmt: on
         return LaunchPlan(tuple(argv), tuple(fds))
