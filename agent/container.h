@@ -23,11 +23,15 @@ struct start_req {
     struct file_spec *files;
     size_t nmounts, nfiles;
     struct net_spec net;
+    struct rlimit_spec *rlimits;     /* START and EXEC: RLIMIT, NO_NEW_PRIVS, CAPS (process.c) */
+    size_t nrlimits;
+    int no_new_privs, has_caps;
+    struct caps_spec caps;
 };
 
 /* Steps of the child before exec, reported to the parent with errno when one fails. */
 enum { STAGE_SETSID = 1, STAGE_TTY, STAGE_CHROOT, STAGE_CWD, STAGE_GROUPS, STAGE_GID, STAGE_UID,
-       STAGE_EXEC };
+       STAGE_EXEC, STAGE_RLIMIT, STAGE_CAPS, STAGE_NNP };
 
 /* Mounts the root and the container's /proc, /sys, /dev, sets the hostname, then does the MOUNTs,
  * FILEs and network (PID 1); refuses a root device in host test mode, where the extras were only

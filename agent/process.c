@@ -9,8 +9,11 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include "agent.h"
@@ -20,6 +23,12 @@
 #ifndef TIOCGPTPEER
 #define TIOCGPTPEER 0x5441
 #endif
+#ifndef PR_CAP_AMBIENT
+#define PR_CAP_AMBIENT 47
+#define PR_CAP_AMBIENT_RAISE 2
+#define PR_CAP_AMBIENT_CLEAR_ALL 4
+#endif
+#define CAP_VERSION_3 0x20080522  /* <linux/capability.h>, which musl does not ship */
 
 extern char **environ;
 static struct proc procs[MAX_PROCS];
@@ -275,6 +284,56 @@ int proc_output_ack(struct proc *p, uint32_t count, const char **why)
     return 0;
 }
 
+/* Before the credentials change: resource limits (raising a hard one needs CAP_SYS_RESOURCE, which
+ * the agent's root has) and the bounding set (dropping needs CAP_SETPCAP). 0 or an errno. */
+static int limits_before(const struct start_req *r, int *stage)
+{
+    *stage = STAGE_RLIMIT;
+    for (size_t i = 0; i < r->nrlimits; i++) {
+        struct rlimit rl = {.rlim_cur = (rlim_t)r->rlimits[i].soft, .rlim_max = (rlim_t)r->rlimits[i].hard};
+        if (setrlimit(r->rlimits[i].resource, &rl) < 0)
+            return errno;
+    }
+    if (!r->has_caps)
+        return 0;
+    *stage = STAGE_CAPS;
+    for (int c = 0; c < 64 && prctl(PR_CAPBSET_READ, c, 0, 0, 0) >= 0; c++)
+        if (!(r->caps.set[CAPS_BOUNDING] & (1ULL << c)) && prctl(PR_CAPBSET_DROP, c, 0, 0, 0) < 0)
+            return errno;
+    /* Keep the permitted set across setuid to another user; capset then trims it. */
+    if (r->uid != 0 && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
+        return errno;
+    return 0;
+}
+
+/* After the credentials change: the other capability sets, then no_new_privs. 0 or an errno. */
+static int limits_after(const struct start_req *r, int *stage)
+{
+    if (r->has_caps) {
+        *stage = STAGE_CAPS;
+        struct { uint32_t version; int pid; } head = {CAP_VERSION_3, 0};
+        struct { uint32_t effective, permitted, inheritable; } data[2];
+        for (int i = 0; i < 2; i++) {
+            data[i].effective = (uint32_t)(r->caps.set[CAPS_EFFECTIVE] >> (32 * i));
+            data[i].permitted = (uint32_t)(r->caps.set[CAPS_PERMITTED] >> (32 * i));
+            data[i].inheritable = (uint32_t)(r->caps.set[CAPS_INHERITABLE] >> (32 * i));
+        }
+        if (syscall(SYS_capset, &head, data) < 0)
+            return errno;
+        if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+            return errno;
+        /* An ambient capability must be permitted and inheritable; one that is not stays out, as
+         * runc leaves it out with a warning (its default spec lists ambient ones, no inheritable). */
+        for (int c = 0; c < 64; c++)
+            if (r->caps.set[CAPS_AMBIENT] & (1ULL << c))
+                prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, c, 0, 0);
+    }
+    *stage = STAGE_NNP;
+    if (r->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        return errno;
+    return 0;
+}
+
 /* The child, between fork and exec. Failures go to the parent as {stage, errno}. */
 static _Noreturn void child(const struct start_req *r, int guest, const int fds[3], int tty,
                             int rep)
@@ -293,7 +352,8 @@ static _Noreturn void child(const struct start_req *r, int guest, const int fds[
     for (int i = 0; i < 3; i++)  /* fds[] are >= 3 (boot_std_fds), so dup2 never clobbers them */
         if (dup2(fds[i], i) < 0)
             goto fail;
-    if ((e = container_enter(r, guest, &stage)))
+    if ((e = limits_before(r, &stage)) || (e = container_enter(r, guest, &stage)) ||
+        (e = limits_after(r, &stage)))
         goto report;
     umask(022);
     environ = r->envp;  /* before execvp: it searches the PATH of the new environment */
@@ -324,6 +384,9 @@ static void start_error(const struct start_req *r, int stage, int e, char *msg, 
     case STAGE_GROUPS: snprintf(msg, cap, "setgroups: %s", es); break;
     case STAGE_GID: snprintf(msg, cap, "setgid %u: %s", (unsigned)r->gid, es); break;
     case STAGE_UID: snprintf(msg, cap, "setuid %u: %s", (unsigned)r->uid, es); break;
+    case STAGE_RLIMIT: snprintf(msg, cap, "setrlimit: %s", es); break;
+    case STAGE_CAPS: snprintf(msg, cap, "setting capabilities: %s", es); break;
+    case STAGE_NNP: snprintf(msg, cap, "setting no_new_privs: %s", es); break;
     default: snprintf(msg, cap, "setting up the process's stdio: %s", es); break;
     }
 }

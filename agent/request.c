@@ -24,7 +24,8 @@ static const struct field_spec start_spec[] = {
     {VMPOD_F_CWD, FK_STR, REQ}, {VMPOD_F_UID, FK_U32, REQ}, {VMPOD_F_GID, FK_U32, REQ},
     {VMPOD_F_GROUP, FK_U32_LIST, OPT}, {VMPOD_F_TERMINAL, FK_U32, REQ},
     {VMPOD_F_ROWS, FK_U32, OPT}, {VMPOD_F_COLS, FK_U32, OPT},
-    {VMPOD_F_STDIN_OPEN, FK_U32, REQ}, {0, 0, 0},
+    {VMPOD_F_STDIN_OPEN, FK_U32, REQ}, {VMPOD_F_RLIMIT, FK_STR_LIST, OPT},
+    {VMPOD_F_NO_NEW_PRIVS, FK_U32, OPT}, {VMPOD_F_CAPS, FK_STR, OPT}, {0, 0, 0},
 };
 /* START's process fields without the container's (root, hostname): the container exists already. */
 static const struct field_spec exec_spec[] = {
@@ -33,7 +34,8 @@ static const struct field_spec exec_spec[] = {
     {VMPOD_F_CWD, FK_STR, REQ}, {VMPOD_F_UID, FK_U32, REQ}, {VMPOD_F_GID, FK_U32, REQ},
     {VMPOD_F_GROUP, FK_U32_LIST, OPT}, {VMPOD_F_TERMINAL, FK_U32, REQ},
     {VMPOD_F_ROWS, FK_U32, OPT}, {VMPOD_F_COLS, FK_U32, OPT},
-    {VMPOD_F_STDIN_OPEN, FK_U32, REQ}, {0, 0, 0},
+    {VMPOD_F_STDIN_OPEN, FK_U32, REQ}, {VMPOD_F_RLIMIT, FK_STR_LIST, OPT},
+    {VMPOD_F_NO_NEW_PRIVS, FK_U32, OPT}, {VMPOD_F_CAPS, FK_STR, OPT}, {0, 0, 0},
 };
 static const struct field_spec signal_spec[] = {
     {VMPOD_F_PROCESS, FK_U32, REQ}, {VMPOD_F_SIGNO, FK_U32, REQ}, {0, 0, 0},
@@ -113,7 +115,7 @@ static void req_free(struct start_req *r)
     free_list(r->envp);
     free_list(r->mount_vals);
     free_list(r->file_vals);
-    free(r->mounts), free(r->files);
+    free(r->mounts), free(r->files), free(r->rlimits);
 }
 
 static void *alloc_array(size_t n, size_t size)
@@ -159,6 +161,46 @@ static int extras(const struct fields *f, struct start_req *r, char *msg, size_t
     return bad ? -1 : 0;
 }
 
+/* RLIMIT, NO_NEW_PRIVS and CAPS of START or EXEC, checked before anything happens. 0, or -1 with msg. */
+static int limits(const char *what, const struct fields *f, struct start_req *r, char *msg, size_t cap)
+{
+    const char *why = NULL;
+    r->no_new_privs = flag(f, VMPOD_F_NO_NEW_PRIVS, &why);
+    if (why) {
+        snprintf(msg, cap, "%s: NO_NEW_PRIVS: %s", what, why);
+        return -1;
+    }
+    if (f->count[VMPOD_F_RLIMIT] > SPEC_MAX_RLIMITS) {
+        snprintf(msg, cap, "%s: more than %d RLIMIT fields", what, SPEC_MAX_RLIMITS);
+        return -1;
+    }
+    r->rlimits = alloc_array(f->count[VMPOD_F_RLIMIT], sizeof *r->rlimits);
+    size_t off = 0;
+    const uint8_t *v;
+    uint32_t len;
+    while (fields_next(f, VMPOD_F_RLIMIT, &off, &v, &len)) {
+        char *s = dup_str(v, len);
+        int bad = spec_rlimit_parse(s, &r->rlimits[r->nrlimits], &why) < 0;
+        free(s);
+        if (bad) {
+            snprintf(msg, cap, "%s: RLIMIT #%zu: %s", what, r->nrlimits + 1, why);
+            return -1;
+        }
+        r->nrlimits++;
+    }
+    if (fields_has(f, VMPOD_F_CAPS)) {
+        char *s = dup_str(f->str[VMPOD_F_CAPS], f->len[VMPOD_F_CAPS]);
+        int bad = spec_caps_parse(s, &r->caps, &why) < 0;
+        free(s);
+        if (bad) {
+            snprintf(msg, cap, "%s: CAPS: %s", what, why);
+            return -1;
+        }
+        r->has_caps = 1;
+    }
+    return 0;
+}
+
 /* Spawns r as handle and answers OK with its pid, or the ERROR of the failed step. */
 static void spawn(uint32_t id, uint32_t handle, const struct start_req *r)
 {
@@ -194,7 +236,7 @@ static void on_start(uint32_t id, const uint8_t *p, size_t n)
         return;
     }
     char msg[400];
-    if (extras(&f, &r, msg, sizeof msg) < 0) {
+    if (extras(&f, &r, msg, sizeof msg) < 0 || limits("START", &f, &r, msg, sizeof msg) < 0) {
         send_error(id, EINVAL, "%s", msg);
         req_free(&r);
         return;
@@ -245,8 +287,13 @@ static void on_exec(uint32_t id, const uint8_t *p, size_t n)
     else if (proc_find(handle))
         send_error(id, EEXIST, "process handle %u is in use", handle);
     else {
-        proc_fields(&f, &r);
-        spawn(id, handle, &r);
+        char msg[400];
+        if (limits("EXEC", &f, &r, msg, sizeof msg) < 0)
+            send_error(id, EINVAL, "%s", msg);
+        else {
+            proc_fields(&f, &r);
+            spawn(id, handle, &r);
+        }
         req_free(&r);
     }
 }

@@ -1,9 +1,10 @@
 /* Unit tests of the frame and field codec (frame.c) and of START's value parsers (spec.c): round
- * trips and hostile inputs. */
+ * trips and hostile inputs; RLIMIT and CAPS values too. */
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include "frame.h"
 #include "spec.h"
 
@@ -323,6 +324,55 @@ static void test_net_parse(void)
     CHECK(net_parse("10.0.2.15/24", "10.0.2.2/24", &n) < 0);
 }
 
+static void test_rlimit_parse(void)
+{
+    struct rlimit_spec r;
+    const char *why = NULL;
+    CHECK(spec_rlimit_parse("RLIMIT_NOFILE\t1024\t2048", &r, &why) == 0);
+    CHECK(r.resource == RLIMIT_NOFILE && r.soft == 1024 && r.hard == 2048);
+    CHECK(spec_rlimit_parse("RLIMIT_CORE\t0\t18446744073709551615", &r, &why) == 0);
+    CHECK(r.resource == RLIMIT_CORE && r.soft == 0 && r.hard == ~0ULL);
+    CHECK(spec_rlimit_parse("RLIMIT_RTTIME\t5\t5", &r, &why) == 0 && r.resource == RLIMIT_RTTIME);
+    const char *bad[] = {"", "RLIMIT_NOFILE", "RLIMIT_NOFILE\t1", "RLIMIT_NOFILE\t1\t2\t3",
+                         "RLIMIT_NOFILES\t1\t2", "rlimit_nofile\t1\t2", "RLIMIT_\t1\t2",
+                         "\t1\t2", "RLIMIT_NOFILE\t-1\t2", "RLIMIT_NOFILE\t+1\t2",
+                         "RLIMIT_NOFILE\t1 \t2", "RLIMIT_NOFILE\t\t2", "RLIMIT_NOFILE\t1\t",
+                         "RLIMIT_NOFILE\t18446744073709551616\t18446744073709551616",
+                         "RLIMIT_NOFILE\t99999999999999999999\t99999999999999999999",
+                         "RLIMIT_NOFILE\t3\t2", "RLIMIT_NOFILE\t0x10\t0x10"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        why = NULL;
+        CHECK(spec_rlimit_parse(bad[i], &r, &why) < 0 && why);
+    }
+}
+
+static void test_caps_parse(void)
+{
+    struct caps_spec c;
+    const char *why = NULL;
+    CHECK(spec_caps_parse("CAP_KILL,CAP_CHOWN\tCAP_KILL\t\tCAP_KILL\t", &c, &why) == 0);
+    CHECK(c.set[CAPS_BOUNDING] == ((1ULL << 5) | 1ULL) && c.set[CAPS_EFFECTIVE] == 1ULL << 5);
+    CHECK(c.set[CAPS_INHERITABLE] == 0 && c.set[CAPS_PERMITTED] == 1ULL << 5 && !c.set[CAPS_AMBIENT]);
+    CHECK(spec_caps_parse("\t\t\t\t", &c, &why) == 0 && !c.set[0] && !c.set[4]);
+    CHECK(spec_caps_parse("CAP_CHECKPOINT_RESTORE\t\t\t\tCAP_NET_RAW", &c, &why) == 0);
+    CHECK(c.set[CAPS_BOUNDING] == 1ULL << 40 && c.set[CAPS_AMBIENT] == 1ULL << 13);
+    /* a name this agent does not know is ignored, as runc ignores it */
+    CHECK(spec_caps_parse("CAP_FUTURE_THING,CAP_KILL\t\t\t\t", &c, &why) == 0);
+    CHECK(c.set[CAPS_BOUNDING] == 1ULL << 5);
+    CHECK(spec_cap_number("CAP_SYS_ADMIN", 13) == 21 && spec_cap_number("CAP_SYS_ADMI", 12) < 0);
+    const char *bad[] = {"", "CAP_KILL", "\t\t\t", "\t\t\t\t\t", "CAP_KILL,,CAP_CHOWN\t\t\t\t",
+                         ",CAP_KILL\t\t\t\t", "cap_kill\t\t\t\t", "CAP KILL\t\t\t\t",
+                         "CAP_KILL;rm\t\t\t\t"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        why = NULL;
+        CHECK(spec_caps_parse(bad[i], &c, &why) < 0 && why);
+    }
+    char big[SPEC_MAX_CAPS + 8];
+    memset(big, 'A', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    CHECK(spec_caps_parse(big, &c, &why) < 0);
+}
+
 int main(void)
 {
     test_header_round_trip();
@@ -337,6 +387,8 @@ int main(void)
     test_mount_parse();
     test_file_parse();
     test_net_parse();
+    test_rlimit_parse();
+    test_caps_parse();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
 }

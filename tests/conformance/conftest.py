@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pty
+import select
 import shutil
+import signal
+import struct
 import subprocess
 import tarfile
+import termios
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,3 +120,53 @@ def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
 
 # Podman calls the runtime without --root: its containers live in the runtime's default state directory.
 DEFAULT_RUNTIME_ROOT = Path("/run/vmpod-runtime")
+
+
+def spawn_on_pty(argv: list[str], env: dict[str, str] | None = None) -> tuple[int, int]:
+    """Starts argv with a new pseudo-terminal as its controlling terminal (a user at a terminal)."""
+    pid, master = pty.fork()
+    if pid == 0:  # pragma: no cover - the child only sets the size and execs
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 111, 0, 0))
+        os.execvpe(argv[0], argv, env if env is not None else dict(os.environ))
+    return pid, master
+
+
+def read_until(fd: int, needle: bytes, seen: bytearray, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while needle not in seen:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"{needle!r} never appeared; got {bytes(seen)!r}"
+        if select.select([fd], [], [], remaining)[0]:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                chunk = b""
+            assert chunk, f"the terminal closed before {needle!r}; got {bytes(seen)!r}"
+            seen += chunk
+
+
+def wait_status(pid: int, timeout: float = 120) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got, status = os.waitpid(pid, os.WNOHANG)
+        if got == pid:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    raise AssertionError(f"process {pid} did not exit within {timeout} s")
+
+
+def interactive_session(argv: list[str], env: dict[str, str] | None = None) -> tuple[bytes, int]:
+    """An interactive shell in a container, typed into at a terminal: arithmetic, the kernel, the
+    terminal's size, then `exit 5`. Returns what the terminal showed and the exit status."""
+    pid, master = spawn_on_pty(argv, env)
+    seen = bytearray()
+    try:
+        read_until(master, b"# ", seen)
+        os.write(master, b"echo $((6*7)); uname -r; stty size\r")
+        read_until(master, b"42", seen)
+        read_until(master, b"33 111", seen)
+        os.write(master, b"exit 5\r")
+        return bytes(seen), wait_status(pid)
+    finally:
+        os.close(master)

@@ -5,8 +5,11 @@ subreaper (as conmon and containerd's shims are), so the pid a runtime writes to
 reparented here and its exit status can be collected, whichever runtime it is.
 
 SCRIPT: {"runtime": [ARGV…], "root": DIR, "bundle": DIR, "id": ID, "steps": [[OP, ARG…], …]} with OP one
-of create, start, state, kill SIGNAL, delete [--force], wait (the exit status of the pid), sleep S.
-The container's stdout and stderr are files handed to `create`, as an engine hands it pipes.
+of create, start, state, kill SIGNAL, delete [--force], wait (the exit status of the pid), sleep S,
+exec ARG… (in the foreground, as a user runs it), exec-detach ARG… and exec-bg ARG… (as engines run it:
+`--process FILE --detach --pid-file F`; -detach then waits for that pid, -bg does not), ps (`--format
+json`: how many pids). The container's stdout and stderr are files handed to `create`, as an engine
+hands it pipes; so are each detached exec's.
 """
 
 from __future__ import annotations
@@ -83,6 +86,11 @@ def run(script: dict[str, Any]) -> dict[str, Any]:
             record["status"] = _wait_for(pid, STEP_TIMEOUT_S) if pid else None
             steps.append(record)
             continue
+        if op in ("exec-detach", "exec-bg"):
+            record.update(_exec_detached(runtime, script, work, len(steps), rest, wait=op == "exec-detach"))
+            steps.append(record)
+            _reap_others()
+            continue
         if op == "create":
             argv = [*runtime, "create", "--bundle", script["bundle"], "--pid-file", str(pid_file), container_id]
             with open(out_path, "wb") as out, open(err_path, "wb") as err:
@@ -96,10 +104,18 @@ def run(script: dict[str, Any]) -> dict[str, Any]:
             argv = [*runtime, op, *([container_id] if op != "kill" else [container_id, *rest])]
             if op == "delete":
                 argv = [*runtime, op, *rest, container_id]
+            if op == "exec":
+                argv = [*runtime, op, container_id, *rest]
+            if op == "ps":
+                argv = [*runtime, op, "--format", "json", container_id]
             done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=STEP_TIMEOUT_S)
             record["rc"] = done.returncode
             if op == "state" and done.returncode == 0:
                 record["state"] = json.loads(done.stdout)
+            if op == "exec":
+                record["stdout"] = done.stdout.decode(errors="replace")
+            if op == "ps" and done.returncode == 0:
+                record["pids"] = len(json.loads(done.stdout))
             if done.returncode != 0:
                 record["stderr"] = done.stderr.decode(errors="replace")[-2000:]
         steps.append(record)
@@ -109,6 +125,29 @@ def run(script: dict[str, Any]) -> dict[str, Any]:
         "stdout": out_path.read_text(errors="replace") if out_path.exists() else "",
         "stderr": err_path.read_text(errors="replace") if err_path.exists() else "",
     }
+
+
+def _exec_detached(
+    runtime: list[str], script: dict[str, Any], work: Path, index: int, args: list[str], wait: bool
+) -> dict[str, Any]:
+    """An exec as conmon and containerd's shim run it: the process from a file, detached, its pid
+    written to a file and waited for here (the subreaper)."""
+    process = json.loads((Path(script["bundle"]) / "config.json").read_text())["process"]
+    process["args"] = args
+    process_file, pid_file = work / f"process-{index}.json", work / f"exec-{index}.pid"
+    out_path, err_path = work / f"exec-{index}.out", work / f"exec-{index}.err"
+    process_file.write_text(json.dumps(process))
+    argv = [*runtime, "exec", "--process", str(process_file), "--detach", "--pid-file", str(pid_file), script["id"]]
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, timeout=STEP_TIMEOUT_S)
+    record: dict[str, Any] = {"rc": done.returncode}
+    if done.returncode != 0:
+        record["stderr"] = err_path.read_text(errors="replace")[-2000:]
+    elif wait:
+        record["status"] = _wait_for(int(pid_file.read_text()), STEP_TIMEOUT_S)
+        record["stdout"] = out_path.read_text(errors="replace")
+        record["stderr"] = err_path.read_text(errors="replace")
+    return record
 
 
 def main() -> int:

@@ -26,7 +26,7 @@ from tests.conformance.conftest import REPO, need, runtime_binary, shim_processe
 
 pytestmark = pytest.mark.integration
 
-FLOOR = 14
+FLOOR = 24
 RUN = f"{os.getpid()}-{int(time.time())}"
 Result = dict[str, Any]
 LIFECYCLE = [["create"], ["start"], ["wait"], ["delete"]]
@@ -54,6 +54,31 @@ def _states(result: Result) -> Any:
     return out
 
 
+def _execs(result: Result) -> Any:
+    """What exec and ps showed: each step's status, output and pid count, then the main process's."""
+    steps = [
+        (s["op"].split()[0], s.get("rc"), s.get("stdout"), s.get("status"), s.get("pids"))
+        for s in result["steps"]
+        if "rc" in s or "status" in s
+    ]
+    return [*steps, _output(result)]
+
+
+# A host hook (createRuntime, prestart, poststart, poststop) that appends its stage, the state's status
+# and whether it has a pid to hooks.log in the bundle (named by the state on stdin).
+_HOOK = (
+    'read -r s || true; b=$(printf %s "$s" | sed -n \'s/.*"bundle": *"\\([^"]*\\)".*/\\1/p\'); '
+    'st=$(printf %s "$s" | sed -n \'s/.*"status": *"\\([a-z]*\\)".*/\\1/p\'); '
+    'p=$(printf %s "$s" | sed -n \'s/.*"pid": *\\([0-9]*\\).*/\\1/p\'); '
+    'echo "$0 $st pid=$([ "${p:-0}" -gt 0 ] && echo yes || echo no)" >> "$b/hooks.log"'
+)
+HOOKS = {
+    stage: [{"path": "/bin/sh", "args": ["sh", "-c", _HOOK, stage]}]
+    for stage in ("createRuntime", "prestart", "poststart", "poststop")
+}
+CAPS_USER = ["CAP_CHOWN", "CAP_KILL", "CAP_NET_RAW"]
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -64,6 +89,7 @@ class Case:
     steps: list[list[str]] = field(default_factory=lambda: LIFECYCLE)
     observe: Callable[[Result], Any] = _output
     bind: bool = False  # a host directory at /data, with a file in it
+    hooks_log: bool = False  # compare the bundle's hooks.log too
     differs: str = ""  # why the runtimes must differ here (docs/conformance.md); empty: they must agree
 
 
@@ -147,6 +173,112 @@ CASES = [
         observe=_codes,
     ),
     Case(
+        "rlimits",
+        "process.rlimits: soft and hard limits",
+        ["sh", "-c", "ulimit -n; ulimit -Hn; ulimit -c; ulimit -Hc"],
+        process={
+            "rlimits": [
+                {"type": "RLIMIT_NOFILE", "soft": 1000, "hard": 2048},
+                {"type": "RLIMIT_CORE", "soft": 0, "hard": 4096},
+            ]
+        },
+    ),
+    Case(
+        "no-new-privileges",
+        "process.noNewPrivileges true",
+        ["grep", "NoNewPrivs", "/proc/self/status"],
+        process={"noNewPrivileges": True},
+    ),
+    Case(
+        "new-privileges",
+        "process.noNewPrivileges false",
+        ["grep", "NoNewPrivs", "/proc/self/status"],
+        process={"noNewPrivileges": False},
+    ),
+    Case(
+        "capabilities-default",
+        "runc spec's capabilities (root): every set",
+        ["grep", "^Cap", "/proc/self/status"],
+    ),
+    Case(
+        "capabilities-user",
+        "capabilities of a non-root user, inheritable and ambient included",
+        ["grep", "^Cap", "/proc/self/status"],
+        process={
+            "user": {"uid": 1000, "gid": 1000},
+            "capabilities": {
+                name: CAPS_USER for name in ("bounding", "effective", "inheritable", "permitted", "ambient")
+            },
+        },
+    ),
+    Case(
+        "exec",
+        "exec in the foreground: output, status, the container's hostname, limits and capabilities",
+        ["sleep", "100"],
+        config={"hostname": "oci-exec"},
+        process={"rlimits": [{"type": "RLIMIT_NOFILE", "soft": 1000, "hard": 2048}]},
+        steps=[
+            ["create"],
+            ["start"],
+            [
+                "exec",
+                "sh",
+                "-c",
+                "echo $(hostname) $(id -u) $(ulimit -n); grep -E 'CapEff|NoNewPrivs' /proc/self/status; exit 3",
+            ],
+            ["exec", "no-such-command"],
+            ["kill", "KILL"],
+            ["wait"],
+            ["delete"],
+        ],
+        observe=_execs,
+    ),
+    Case(
+        "exec-detached",
+        "exec as engines run it (--process, --detach, --pid-file): output, stderr, status through the pid",
+        ["sleep", "100"],
+        steps=[
+            ["create"],
+            ["start"],
+            ["exec-detach", "sh", "-c", "echo out; echo err >&2; exit 7"],
+            ["exec-detach", "sh", "-c", "kill -TERM $$; sleep 5"],
+            ["kill", "KILL"],
+            ["wait"],
+            ["delete"],
+        ],
+        observe=_execs,
+    ),
+    Case(
+        "exec-stopped",
+        "exec in a stopped container fails (255)",
+        ["true"],
+        steps=[["create"], ["start"], ["wait"], ["exec", "true"], ["delete"]],
+        observe=_execs,
+    ),
+    Case(
+        "ps",
+        "ps --format json lists the main process and a running exec",
+        ["sleep", "100"],
+        steps=[
+            ["create"],
+            ["start"],
+            ["ps"],
+            ["exec-bg", "sleep", "100"],
+            ["ps"],
+            ["kill", "KILL"],
+            ["wait"],
+            ["delete"],
+        ],
+        observe=_execs,
+    ),
+    Case(
+        "hooks",
+        "createRuntime, prestart, poststart, poststop hooks run on the host with the state",
+        ["true"],
+        config={"hooks": HOOKS},
+        hooks_log=True,
+    ),
+    Case(
         "kernel",
         "uname -r",
         ["uname", "-r"],
@@ -199,6 +331,9 @@ def _drive(runtime: list[str], root: Path, case: Case, work: Path) -> Result:
     if case.bind:
         out = bundle / "data" / "out"
         result["host_file"] = out.read_text() if out.exists() else None
+    if case.hooks_log:
+        log = bundle / "hooks.log"
+        result["host_file"] = log.read_text() if log.exists() else None
     return result
 
 

@@ -12,6 +12,7 @@ import pytest
 from vmpod.cli import runtime
 from vmpod.errors import VmpodError
 from vmpod.oci.bundle import layout, load, make_mount_points, missing_command
+from vmpod.oci.state import Record, Status, Store
 
 
 def _bundle(tmp_path: Path, **changes: Any) -> Path:
@@ -119,3 +120,87 @@ def test_cli_errors_are_runc_like(tmp_path: Path, capsys: pytest.CaptureFixture[
     log = tmp_path / "log.json"
     assert runtime.main(["--root", root, "--log", str(log), "--log-format", "json", "state", "nope"]) == 1
     assert json.loads(log.read_text())["level"] == "error"
+
+
+def test_rlimits_caps_and_no_new_privs_become_process_fields(tmp_path: Path) -> None:
+    process = {
+        "args": ["sh"],
+        "rlimits": [
+            {"type": "RLIMIT_NOFILE", "soft": 1000, "hard": 2048},
+            {"type": "RLIMIT_CORE", "soft": 0, "hard": 0},
+        ],
+        "noNewPrivileges": True,
+        "capabilities": {"bounding": ["CAP_KILL", "CAP_CHOWN"], "effective": ["CAP_KILL"], "ambient": []},
+    }
+    spec = layout(load(_bundle(tmp_path, process=process))).process
+    assert spec.rlimits == ("RLIMIT_NOFILE\t1000\t2048", "RLIMIT_CORE\t0\t0")
+    assert spec.no_new_privs is True
+    assert spec.caps == "CAP_KILL,CAP_CHOWN\tCAP_KILL\t\t\t"
+    fields = dict((tag.name, value) for tag, value in spec.fields() if tag.name in ("RLIMIT", "NO_NEW_PRIVS", "CAPS"))
+    assert fields == {"RLIMIT": "RLIMIT_CORE\t0\t0", "NO_NEW_PRIVS": 1, "CAPS": spec.caps}
+    plain = layout(load(_bundle(tmp_path, process={"args": ["sh"]}))).process
+    assert (plain.rlimits, plain.no_new_privs, plain.caps) == ((), False, None)  # capabilities untouched
+
+
+@pytest.mark.parametrize(
+    "process",
+    [
+        {"args": ["sh"], "rlimits": [{"type": "NOFILE", "soft": 1, "hard": 1}]},
+        {"args": ["sh"], "rlimits": [{"type": "RLIMIT_NOFILE\tX", "soft": 1, "hard": 1}]},
+        {"args": ["sh"], "rlimits": [{"type": "RLIMIT_NOFILE", "soft": -1, "hard": 1}]},
+        {"args": ["sh"], "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 1 << 64, "hard": 1}]},
+        {"args": ["sh"], "rlimits": [{"type": "RLIMIT_NOFILE", "soft": "1", "hard": 1}]},
+        {"args": ["sh"], "capabilities": {"bounding": ["CAP_KILL\tCAP_X"]}},
+        {"args": ["sh"], "capabilities": {"effective": ["cap_kill"]}},
+        {"args": ["sh"], "capabilities": {"effective": "CAP_KILL"}},
+        {"args": ["sh"], "noNewPrivileges": "yes"},
+        {"args": ["sh"], "terminal": 1},
+    ],
+)
+def test_hostile_process_limits_are_refused(tmp_path: Path, process: dict[str, Any]) -> None:
+    with pytest.raises(VmpodError, match=r"config\.json"):
+        load(_bundle(tmp_path, process=process))
+
+
+def test_exec_process_is_built_as_runc_builds_it(tmp_path: Path) -> None:
+    path = _bundle(
+        tmp_path,
+        process={
+            "args": ["sh"],
+            "env": ["PATH=/bin", "A=1"],
+            "cwd": "/",
+            "user": {"uid": 5, "gid": 6},
+            "capabilities": {"bounding": ["CAP_KILL"], "effective": ["CAP_KILL"]},
+        },
+    )
+    record = Record(id="x", bundle=str(path), rootfs=str(path / "rootfs"), status=Status.RUNNING, created="now")
+    parser = runtime.build_parser()
+    args = parser.parse_args(
+        ["exec", "-t", "--cwd", "/tmp", "-e", "A=2", "-u", "7:8", "-g", "9", "--cap", "CAP_CHOWN", "x", "id", "-u"]
+    )
+    process = runtime.exec_process(record, args)
+    assert process["args"] == ["id", "-u"] and process["terminal"] is True and process["cwd"] == "/tmp"
+    assert process["env"] == ["PATH=/bin", "A=2"]
+    assert process["user"] == {"uid": 7, "gid": 8, "additionalGids": [9]}
+    assert process["capabilities"]["bounding"] == ["CAP_KILL", "CAP_CHOWN"]
+    assert process["capabilities"]["ambient"] == ["CAP_CHOWN"]
+    file = tmp_path / "process.json"
+    file.write_text(json.dumps({"args": ["true"], "cwd": "/", "terminal": False}))
+    args = parser.parse_args(["exec", "--process", str(file), "--detach", "--pid-file", "p", "x"])
+    assert runtime.exec_process(record, args)["args"] == ["true"]
+    file.write_text(json.dumps({"args": "true"}))
+    with pytest.raises(VmpodError, match=r"the exec process\.args"):
+        runtime.exec_process(record, args)
+    with pytest.raises(VmpodError, match="UID"):
+        runtime.exec_process(record, parser.parse_args(["exec", "-u", "root", "x", "id"]))
+
+
+def test_exec_and_ps_of_unknown_or_stopped_containers_fail(tmp_path: Path) -> None:
+    root = tmp_path / "state"
+    assert runtime.main(["--root", str(root), "exec", "nope", "true"]) == 255
+    assert runtime.main(["--root", str(root), "ps", "--format", "json", "nope"]) == 1
+    store = Store(root)
+    path = _bundle(tmp_path)
+    store.new(Record(id="gone", bundle=str(path), rootfs=str(path / "rootfs"), status=Status.STOPPED, created="t"))
+    assert runtime.main(["--root", str(root), "exec", "gone", "true"]) == 255
+    assert runtime.main(["--root", str(root), "ps", "gone"]) == 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -20,16 +21,17 @@ from pathlib import Path
 from typing import Any
 
 from vmpod import __version__
-from vmpod.container import control
+from vmpod.container import control, exec_client
 from vmpod.container.state import alive
 from vmpod.errors import VmpodError
 from vmpod.oci import bundle as oci_bundle
-from vmpod.oci import hooks
+from vmpod.oci import execproc, hooks
 from vmpod.oci.state import DEFAULT_ROOT, OCI_VERSION, NotFound, Record, Status, Store, timestamp
 from vmpod.paths import write_atomically
 
 log = logging.getLogger("vmpod")
 KILL_WAIT_S = 10.0
+EXEC_FAILED = 255  # runc's exit status when `exec` could not start the process
 
 Handler = Callable[[Store, argparse.Namespace], int]
 
@@ -135,9 +137,9 @@ def _start_shim(store: Store, args: argparse.Namespace, bundle: Path) -> int:
     return int(reply["pid"])
 
 
-def _call(store: Store, record: Record, request: dict[str, Any]) -> None:
+def _call(store: Store, record: Record, request: dict[str, Any]) -> dict[str, Any]:
     try:
-        control.call(store.directory(record.id), request)
+        return control.call(store.directory(record.id), request)
     except VmpodError as e:
         raise VmpodError(e.message, e.hint, exit_code=1) from None
 
@@ -167,6 +169,146 @@ def cmd_kill(store: Store, args: argparse.Namespace) -> int:
         raise VmpodError("container not running", exit_code=1)
     # --all: the agent ends every process in the VM with the main one; the signal goes to the main one.
     _call(store, record, {"op": "kill", "signal": signo})
+    return 0
+
+
+def _merge_env(env: list[str], extra: list[str]) -> list[str]:
+    keys = {e.split("=", 1)[0] for e in extra}
+    return [e for e in env if e.split("=", 1)[0] not in keys] + extra
+
+
+def _parse_user(value: str) -> tuple[int, int | None]:
+    uid, _, gid = value.partition(":")
+    if not uid.isdigit() or (gid and not gid.isdigit()):
+        raise VmpodError(f"invalid --user {value!r}: give UID[:GID] as numbers", exit_code=1)
+    return int(uid), int(gid) if gid else None
+
+
+def exec_process(record: Record, args: argparse.Namespace) -> dict[str, Any]:
+    """The process to exec, as runc builds it: `--process FILE`, or the container's own process
+    with the command and the flags applied."""
+    if args.process:
+        try:
+            data = json.loads(Path(args.process).read_bytes())
+        except (OSError, ValueError) as e:
+            raise VmpodError(f"cannot read the process file {args.process}: {e}", exit_code=1) from None
+        return oci_bundle.check_process(data, "the exec process")
+    if not args.command:
+        raise VmpodError("exec needs a command or --process", exit_code=1)
+    process = dict(oci_bundle.load(Path(record.bundle)).process)
+    process["args"] = list(args.command)
+    process["terminal"] = bool(args.tty)
+    if args.cwd:
+        process["cwd"] = args.cwd
+    if args.env:
+        process["env"] = _merge_env(list(process.get("env") or []), list(args.env))
+    user = dict(process.get("user") or {})
+    if args.user:
+        uid, gid = _parse_user(args.user)
+        user["uid"] = uid
+        if gid is not None:
+            user["gid"] = gid
+    if args.additional_gids:
+        user["additionalGids"] = [int(g) for g in args.additional_gids]
+    process["user"] = user
+    if args.cap:
+        caps = dict(process.get("capabilities") or {})
+        for name in oci_bundle.CAP_SETS:
+            caps[name] = list(caps.get(name) or []) + [c for c in args.cap if c not in (caps.get(name) or [])]
+        process["capabilities"] = caps
+    if args.no_new_privs:
+        process["noNewPrivileges"] = True
+    return oci_bundle.check_process(process, "the exec process")
+
+
+def cmd_exec(store: Store, args: argparse.Namespace) -> int:
+    try:
+        return _exec(store, args)
+    except VmpodError as e:  # as runc: every exec failure is "exec failed: …", status 255
+        message = e.message if e.message.startswith("exec failed: ") else f"exec failed: {e.message}"
+        raise VmpodError(message, e.hint, exit_code=EXEC_FAILED) from None
+
+
+def _exec(store: Store, args: argparse.Namespace) -> int:
+    record = store.get(args.container_id)
+    status = record.current()
+    if status is Status.STOPPED:
+        raise VmpodError("cannot exec in a stopped container", exit_code=1)
+    if status is not Status.RUNNING:
+        raise VmpodError(f"cannot exec in a container that is {status}: start it first", exit_code=1)
+    process = exec_process(record, args)
+    directory = store.directory(record.id)
+    if args.detach:
+        pid = _detach_exec(directory, process, args.console_socket)
+        if args.pid_file:
+            write_atomically(Path(args.pid_file).absolute(), str(pid).encode(), 0o644)
+        return 0
+    if args.pid_file:
+        write_atomically(Path(args.pid_file).absolute(), str(os.getpid()).encode(), 0o644)
+    try:
+        if process.get("terminal") and not args.console_socket:  # runc: the caller's own terminal
+            return exec_client.exec_in(directory, {"op": "exec", "process": process, "interactive": True, "tty": True})
+        return execproc.run(directory, process, args.console_socket, None)
+    except VmpodError as e:
+        raise VmpodError(f"unable to start container process: {e.message}") from None
+
+
+def _detach_exec(directory: Path, process: dict[str, Any], console_socket: str) -> int:
+    """Double-forks the exec'd process's host stand-in (execproc) away, so the engine's subreaper
+    adopts it, and waits until the process runs; returns the stand-in's pid."""
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the children only fork, run the relay and exit
+        code = 125
+        try:
+            os.close(read_end)
+            if os.fork() == 0:
+                os.setsid()
+                told = False
+
+                def ready(message: dict[str, Any]) -> None:
+                    nonlocal told
+                    if not told:
+                        told = True
+                        with contextlib.suppress(OSError):
+                            os.write(write_end, control.encode(message))
+                            os.close(write_end)
+
+                try:
+                    code = execproc.run(directory, process, console_socket, ready)
+                except VmpodError as e:
+                    ready(control.error_reply(e))
+                    code = e.exit_code
+                except BaseException as e:
+                    ready(control.error_reply(VmpodError(f"the exec relay failed: {e}")))
+                ready(control.error_reply(VmpodError("the exec relay ended before the process started")))
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    os.waitpid(child, 0)
+    with os.fdopen(read_end, "rb") as reader:
+        line = reader.readline(control.MAX_REQUEST + 1)
+    if not line:
+        raise VmpodError("the exec relay died before the process started", exit_code=1)
+    try:
+        reply = control.raise_for(control.decode(line))
+    except VmpodError as e:
+        raise VmpodError(f"unable to start container process: {e.message}") from None
+    return int(reply["pid"])
+
+
+def cmd_ps(store: Store, args: argparse.Namespace) -> int:
+    record = store.get(args.container_id)
+    if record.current() is not Status.RUNNING:
+        raise VmpodError("container is not running", exit_code=1)
+    if args.format == "json":  # host pids: the supervisor (the main process) and each exec's stand-in
+        print(json.dumps(_call(store, record, {"op": "ps"})["pids"]))
+        return 0
+    top = _call(store, record, {"op": "top"})  # the table: the processes in the VM, as `ps` there sees them
+    rows = [list(top["titles"]), *top["processes"]]
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join([*(str(c).ljust(w) for c, w in zip(row, widths, strict=False)), str(row[-1])]))
     return 0
 
 
@@ -304,6 +446,28 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("-f", "--format", choices=("table", "json"), default="table")
     listing.add_argument("-q", "--quiet", action="store_true")
     verb("features", cmd_features, "print the runtime's features as JSON")
+    execute = verb("exec", cmd_exec, "run a further process in the container")
+    execute.add_argument("-p", "--process", default="", help="the process as a runtime-spec JSON file")
+    execute.add_argument("-t", "--tty", action="store_true")
+    execute.add_argument("-d", "--detach", action="store_true")
+    execute.add_argument("--pid-file", default="")
+    execute.add_argument("--console-socket", default="")
+    execute.add_argument("--cwd", default="")
+    execute.add_argument("-e", "--env", action="append", default=[])
+    execute.add_argument("-u", "--user", default="")
+    execute.add_argument("-g", "--additional-gids", action="append", default=[])
+    execute.add_argument("-c", "--cap", action="append", default=[])
+    execute.add_argument("--no-new-privs", action="store_true")
+    execute.add_argument("--preserve-fds", type=int, default=0, help="accepted; extra fds are not passed")
+    for ignored in ("--process-label", "--apparmor", "--cgroup"):
+        execute.add_argument(ignored, default="", help="accepted and ignored: the VM is the boundary")
+    execute.add_argument("--ignore-paused", action="store_true", help="accepted")
+    execute.add_argument("container_id")
+    execute.add_argument("command", nargs=argparse.REMAINDER)
+    ps = verb("ps", cmd_ps, "list the container's processes (json: host pids standing for them)")
+    ps.add_argument("-f", "--format", choices=("table", "json"), default="table")
+    ps.add_argument("container_id")
+    ps.add_argument("ps_args", nargs=argparse.REMAINDER, help="accepted and ignored")
     return parser
 
 
@@ -320,11 +484,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.debug:
         handler: logging.Handler = logging.FileHandler(args.log) if args.log else logging.StreamHandler()
         logging.basicConfig(level=logging.DEBUG, handlers=[handler], format="%(asctime)s %(message)s")
+        log.debug("vmpod-runtime %s", json.dumps(list(argv if argv is not None else sys.argv[1:])))
     try:
         return int(args.handler(Store(Path(args.root).absolute()), args))
     except VmpodError as e:
         Output.error(str(e))
-        return 1  # runc's status for every failure; the container's own status is the supervisor's
+        # runc's status for every failure (255 for an exec that could not start); the container's
+        # own status is the supervisor's.
+        return e.exit_code if e.exit_code in (1, EXEC_FAILED) else 1
     except KeyboardInterrupt:
         return 130
 

@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import threading
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from vmpod.container import control, terminal
 from vmpod.errors import ExitCode
 from vmpod.guest.codec import ProtocolError, decode_fields, decode_header, encode_fields, encode_frame
 from vmpod.guest.messages import HEADER_SIZE, MAX_DATA, Field, Message
-from vmpod.guest.session import ExitStatus, exit_code, fd_sink
+from vmpod.guest.session import ExitStatus, OutputSink, exit_code, fd_sink
 
 _EXIT_FIELDS = frozenset({Field.EXIT_CODE, Field.EXIT_SIGNAL})
 
@@ -24,10 +25,18 @@ def exec_in(directory: Path, request: dict[str, Any]) -> int:
     if request.get("tty") and os.isatty(0):
         request["rows"], request["cols"] = terminal.size(0)
     sock = control.connect(directory)
-    return asyncio.run(_exec(sock, request))
+    return asyncio.run(relay(sock, request))
 
 
-async def _exec(sock: Any, request: dict[str, Any]) -> int:
+async def relay(
+    sock: Any,
+    request: dict[str, Any],
+    stdin_fd: int = 0,
+    write: OutputSink | None = None,
+    started: Callable[[asyncio.StreamWriter], None] | None = None,
+) -> int:
+    """The relay: stdin_fd to the process, its output to write (our fds 1 and 2); started is called
+    once the process runs, with the stream to send further frames (RESIZE, SIGNAL) on."""
     reader, writer = await asyncio.open_unix_connection(sock=sock, limit=2 * MAX_DATA)
     try:
         writer.write(control.encode(request))
@@ -35,12 +44,14 @@ async def _exec(sock: Any, request: dict[str, Any]) -> int:
         if request.get("detach"):
             return 0
         loop = asyncio.get_running_loop()
-        attached_tty = bool(request.get("tty")) and os.isatty(0)
+        attached_tty = bool(request.get("tty")) and os.isatty(0) and started is None
         if request.get("interactive"):
-            _pump_stdin(loop, writer)
+            _pump_stdin(loop, writer, stdin_fd)
         if attached_tty:
             loop.add_signal_handler(signal.SIGWINCH, _send_size, writer)
-        write = fd_sink()
+        if started is not None:
+            started(writer)
+        write = write or fd_sink()
         with terminal.raw_mode(0) if attached_tty and request.get("interactive") else nullcontext():
             while True:
                 try:
@@ -64,8 +75,8 @@ def _send_size(writer: asyncio.StreamWriter) -> None:
     writer.write(encode_frame(Message.RESIZE, 0, encode_fields([(Field.ROWS, rows), (Field.COLS, cols)])))
 
 
-def _pump_stdin(loop: asyncio.AbstractEventLoop, writer: asyncio.StreamWriter) -> None:
-    """Reads our stdin in a daemon thread; the socket's drain is the backpressure."""
+def _pump_stdin(loop: asyncio.AbstractEventLoop, writer: asyncio.StreamWriter, fd: int = 0) -> None:
+    """Reads fd (our stdin) in a daemon thread; the socket's drain is the backpressure."""
 
     async def send(frame: bytes) -> None:
         writer.write(frame)
@@ -74,7 +85,7 @@ def _pump_stdin(loop: asyncio.AbstractEventLoop, writer: asyncio.StreamWriter) -
     def forward() -> None:
         while True:
             try:
-                data = os.read(0, MAX_DATA)
+                data = os.read(fd, MAX_DATA)
             except OSError:
                 data = b""
             frame = encode_frame(Message.STDIN, 0, data) if data else encode_frame(Message.STDIN_CLOSE, 0)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from vmpod.container import control
+from vmpod.container.exec_server import TOP_COMMAND, exit_fields, from_client, guest_processes, serve_exec
 from vmpod.container.logs import LOG_NAME, STDERR, STDOUT, LogWriter
 from vmpod.container.state import OVERLAY, RECORD, ContainerStore, RestartPolicy, Status, now, start_time
 from vmpod.container.users import resolve_user
@@ -30,13 +31,12 @@ from vmpod.container.vm import (
     launch,
     open_disk,
     shutdown,
-    start_error,
     start_process,
 )
 from vmpod.errors import ExitCode, VmpodError
-from vmpod.guest.codec import ProtocolError, decode_fields, decode_header, encode_fields, encode_frame
-from vmpod.guest.messages import HEADER_SIZE, MAIN_PROCESS, MAX_DATA, Field, Message
-from vmpod.guest.session import AgentError, AgentSession, ExitStatus, OutputSink, ProcessSpec
+from vmpod.guest.codec import ProtocolError, encode_fields, encode_frame
+from vmpod.guest.messages import MAIN_PROCESS, Message
+from vmpod.guest.session import AgentError, AgentSession, ProcessSpec
 from vmpod.image.config import merge_env
 from vmpod.paths import StateDir
 from vmpod.rootfs.disk import BaseDisk
@@ -44,9 +44,6 @@ from vmpod.rootfs.disk import BaseDisk
 log = logging.getLogger("vmpod")
 KILL_WAIT_S = 10.0
 ATTACH_BUFFER = 4 << 20
-TOP_TITLES = ["PID", "PPID", "USER", "STAT", "COMMAND"]
-TOP_COMMAND = ["ps", "-o", "pid,ppid,user,stat,args"]
-_CLIENT_FIELDS = frozenset({Field.ROWS, Field.COLS, Field.SIGNO})
 
 
 class _Reporter:
@@ -64,10 +61,6 @@ class _Reporter:
 
 
 _report = _Reporter.report
-
-
-async def _discard(process: int, kind: Message, data: bytes) -> None:
-    return None
 
 
 class Supervisor:
@@ -206,103 +199,23 @@ class Supervisor:
         )
 
     async def _exec(self, request: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        spec = self._exec_spec(request)
-        client_gone = asyncio.Event()
-        replied = asyncio.Event()
-
-        async def to_client(process: int, kind: Message, data: bytes) -> None:
-            await replied.wait()  # output can arrive before the JSON answer went out: it must follow it
-            # A client that went away must not stall or end the container: its output is dropped.
-            if client_gone.is_set():
-                return
-            try:
-                writer.write(encode_frame(kind, 0, data))
-                await writer.drain()
-            except ConnectionError:
-                client_gone.set()
-
-        sink: OutputSink = _discard if request.get("detach") else to_client
-        try:
-            handle = await self.session.exec(spec, sink)
-        except AgentError as e:
-            replied.set()
-            raise start_error(e) from None
-        writer.write(control.encode({"ok": True}))
-        replied.set()
-        if request.get("detach"):
-            return
-        await writer.drain()
-        pump = asyncio.create_task(self._from_client(reader, handle, client_gone))
-        try:
-            status = await self.session.wait_exit(handle)
-        finally:
-            pump.cancel()
-        writer.write(encode_frame(Message.EXIT, 0, encode_fields(_exit_fields(status))))
+        await serve_exec(self.session, self._exec_spec(request), reader, writer, bool(request.get("detach")))
 
     async def _top(self) -> dict[str, Any]:
         """The container's processes (`ps` in the guest), without the guest kernel's threads and the agent."""
-        output: list[bytes] = []
-
-        async def collect(process: int, kind: Message, data: bytes) -> None:
-            if kind is Message.STDOUT and sum(map(len, output)) < MAX_DATA * 16:
-                output.append(data)
-
-        try:
-            handle = await self.session.exec(self._exec_spec({"args": TOP_COMMAND}), collect)
-        except AgentError as e:
-            raise VmpodError(f"top needs `ps` in the image: {e.message}") from None
-        await self.session.wait_exit(handle)
-        lines = b"".join(output).decode(errors="replace").splitlines()
-        rows = [line.split(None, len(TOP_TITLES) - 1) for line in lines[1:]]
-        own = " ".join(TOP_COMMAND)
-        processes = [
-            r for r in rows if len(r) == len(TOP_TITLES) and not r[-1].startswith("[") and r[-1] not in ("/init", own)
-        ]
-        return {"ok": True, "titles": TOP_TITLES, "processes": processes}
+        return await guest_processes(self.session, self._exec_spec({"args": TOP_COMMAND}))
 
     async def _attach(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Live output of the main process from now on, and the client's input to it, until it exits."""
         writer.write(control.encode({"ok": True}))
         self.attached.add(writer)
-        pump = asyncio.create_task(self._from_client(reader, MAIN_PROCESS, asyncio.Event(), close_stdin=False))
+        pump = asyncio.create_task(from_client(self.session, reader, MAIN_PROCESS, asyncio.Event(), close_stdin=False))
         try:
             status = await self.session.wait_exit()
         finally:
             pump.cancel()
             self.attached.discard(writer)
-        writer.write(encode_frame(Message.EXIT, 0, encode_fields(_exit_fields(status))))
-
-    async def _from_client(
-        self, reader: asyncio.StreamReader, handle: int, gone: asyncio.Event, close_stdin: bool = True
-    ) -> None:
-        try:
-            while True:
-                header = decode_header(await reader.readexactly(HEADER_SIZE))
-                payload = await reader.readexactly(header.length)
-                if header.type is Message.STDIN and len(payload) <= MAX_DATA:
-                    await self.session.send_stdin(payload, handle)
-                elif header.type is Message.STDIN_CLOSE:
-                    await self.session.close_stdin(handle)
-                elif header.type is Message.RESIZE:
-                    fields = decode_fields(payload, _CLIENT_FIELDS)
-                    with suppress(AgentError):
-                        await self.session.resize(fields.u32(Field.ROWS) or 24, fields.u32(Field.COLS) or 80, handle)
-                elif header.type is Message.SIGNAL:
-                    with suppress(AgentError):
-                        await self.session.signal(decode_fields(payload, _CLIENT_FIELDS).u32(Field.SIGNO) or 15, handle)
-                else:
-                    raise ProtocolError(f"unexpected {header.type.name} from a client")
-        except (asyncio.IncompleteReadError, ConnectionError, ProtocolError):
-            gone.set()
-            if close_stdin:  # a detaching `attach` leaves the container's stdin open, as Docker does
-                with suppress(AgentError, ProtocolError):
-                    await self.session.close_stdin(handle)
-
-
-def _exit_fields(status: ExitStatus) -> list[tuple[Field, int]]:
-    if status.signal is not None:
-        return [(Field.EXIT_SIGNAL, status.signal)]
-    return [(Field.EXIT_CODE, status.code or 0)]
+        writer.write(encode_frame(Message.EXIT, 0, encode_fields(exit_fields(status))))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import stat
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -80,6 +81,13 @@ _MOUNT_FLAGS = frozenset(
 )
 
 
+# The agent's order of CAPS (docs/protocol.md).
+CAP_SETS = ("bounding", "effective", "inheritable", "permitted", "ambient")
+RLIM_INFINITY = (1 << 64) - 1
+_RLIMIT = re.compile(r"RLIMIT_[A-Z]{1,16}")
+_CAPABILITY = re.compile(r"CAP_[A-Z0-9_]{1,60}")
+
+
 @dataclass(frozen=True)
 class Hook:
     path: str
@@ -136,6 +144,54 @@ def _hooks(data: Any) -> dict[str, tuple[Hook, ...]]:
     return out
 
 
+def check_process(value: Any, where: str = "process") -> dict[str, Any]:
+    """A runtime-spec process object (config.json's, or `exec --process`'s), its types checked."""
+    process: dict[str, Any] = _type(value, dict, where)
+    if not _strings(process.get("args"), f"{where}.args"):
+        raise VmpodError(f"{where}.args must not be empty")
+    _strings(process.get("env"), f"{where}.env")
+    _type(process.get("cwd", "/"), str, f"{where}.cwd")
+    _type(process.get("terminal", False), bool, f"{where}.terminal")
+    _type(process.get("noNewPrivileges", False), bool, f"{where}.noNewPrivileges")
+    user = _type(process.get("user") or {}, dict, f"{where}.user")
+    for key in ("uid", "gid"):
+        _type(user.get(key, 0), int, f"{where}.user.{key}")
+    for gid in _type(user.get("additionalGids") or [], list, f"{where}.user.additionalGids"):
+        _type(gid, int, f"{where}.user.additionalGids[]")
+    for limit in _type(process.get("rlimits") or [], list, f"{where}.rlimits"):
+        limit = _type(limit, dict, f"{where}.rlimits[]")
+        if not _RLIMIT.fullmatch(_type(limit.get("type"), str, f"{where}.rlimits[].type")):
+            raise VmpodError(f"config.json: {where}.rlimits[].type {limit['type']!r} is not an RLIMIT_ name")
+        for key in ("soft", "hard"):
+            if not 0 <= _type(limit.get(key), int, f"{where}.rlimits[].{key}") <= RLIM_INFINITY:
+                raise VmpodError(f"config.json: {where}.rlimits[].{key} is out of range")
+    caps = _type(process.get("capabilities") or {}, dict, f"{where}.capabilities")
+    for name in CAP_SETS:
+        for cap in _strings(caps.get(name), f"{where}.capabilities.{name}"):
+            if not _CAPABILITY.fullmatch(cap):
+                raise VmpodError(f"config.json: {where}.capabilities.{name}: {cap!r} is not a capability name")
+    return process
+
+
+def process_fields(process: dict[str, Any]) -> dict[str, Any]:
+    """A checked process object as ProcessSpec's process fields (docs/protocol.md, START and EXEC)."""
+    user = process.get("user") or {}
+    caps = process.get("capabilities")
+    return {
+        "args": tuple(process["args"]),
+        "env": tuple(process.get("env") or ()),
+        "cwd": process.get("cwd") or "/",
+        "uid": int(user.get("uid", 0)),
+        "gid": int(user.get("gid", 0)),
+        "groups": tuple(int(g) for g in user.get("additionalGids") or ()),
+        "terminal": bool(process.get("terminal", False)),
+        "rlimits": tuple(f"{r['type']}\t{r['soft']}\t{r['hard']}" for r in process.get("rlimits") or ()),
+        "no_new_privs": bool(process.get("noNewPrivileges", False)),
+        # Without `capabilities` the process keeps what its user has, as with runc.
+        "caps": None if caps is None else "\t".join(",".join(caps.get(name) or ()) for name in CAP_SETS),
+    }
+
+
 def _size(linux: dict[str, Any]) -> tuple[int, int]:
     resources = _type(linux.get("resources") or {}, dict, "linux.resources")
     cpu = _type(resources.get("cpu") or {}, dict, "linux.resources.cpu")
@@ -166,17 +222,7 @@ def load(path: Path) -> Bundle:
     root_path = root_path if root_path.is_absolute() else bundle / root_path
     if not root_path.is_dir():
         raise VmpodError(f"the root filesystem {root_path} is not a directory")
-    process = _type(data.get("process"), dict, "process")
-    args = _strings(process.get("args"), "process.args")
-    if not args:
-        raise VmpodError("config.json: process.args must not be empty")
-    _strings(process.get("env"), "process.env")
-    _type(process.get("cwd", "/"), str, "process.cwd")
-    user = _type(process.get("user") or {}, dict, "process.user")
-    for key in ("uid", "gid"):
-        _type(user.get(key, 0), int, f"process.user.{key}")
-    for gid in _type(user.get("additionalGids") or [], list, "process.user.additionalGids"):
-        _type(gid, int, "process.user.additionalGids[]")
+    process = check_process(data.get("process"))
     mounts = tuple(_type(m, dict, "mounts[]") for m in _type(data.get("mounts") or [], list, "mounts"))
     for mount in mounts:
         _type(mount.get("destination"), str, "mounts[].destination")
@@ -256,19 +302,11 @@ def layout(bundle: Bundle, rows: int = 24, cols: int = 80, stdin_open: bool = Fa
                 files.append(f"{target}\t{stat.S_IMODE(info.st_mode):o}\t{content}")
             # Devices, sockets and large files cannot cross into a VM: left out (docs/conformance.md).
         # Other filesystem types (overlay, nfs …) name host resources the VM cannot reach: left out.
-    process = bundle.process
-    user = process.get("user") or {}
     return VmLayout(
         tuple(shares),
         frozenset(tags),
         ProcessSpec(
-            args=tuple(process["args"]),
-            env=tuple(process.get("env") or ()),
-            cwd=process.get("cwd") or "/",
-            uid=int(user.get("uid", 0)),
-            gid=int(user.get("gid", 0)),
-            groups=tuple(int(g) for g in user.get("additionalGids") or ()),
-            terminal=bundle.terminal,
+            **process_fields(bundle.process),
             stdin_open=stdin_open or bundle.terminal,
             root_device=ROOT_TAG,
             root_fstype=root_type,

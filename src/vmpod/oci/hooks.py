@@ -1,7 +1,7 @@
 """OCI hooks, run on the host at the points the runtime spec defines, with the state JSON on stdin.
 
 The programs are the engine's (from `config.json`), started with exactly their `args` and `env`, never
-through a shell. createRuntime and prestart run before `create` returns (a failure fails `create`);
+through a shell. prestart then createRuntime (runc's order) run before `create` returns (a failure fails `create`);
 poststart after the process started and poststop when `delete` removes the container (failures there
 are only logged, as the spec says). The other stages (createContainer, startContainer) run inside the
 container's namespaces in runc; there is no host process in the VM to run them in, so they are skipped.
@@ -47,11 +47,16 @@ async def run_hook(hook: Hook, state: bytes) -> None:
         raise VmpodError(f"hook {hook.path} failed: {detail[0]}", exit_code=1)
 
 
-async def run_stage(bundle: Bundle, stage: str, record: Record, fatal: bool = True) -> None:
-    state = json.dumps(record.oci_state()).encode()
+async def run_stage(bundle: Bundle, stage: str, record: Record, fatal: bool = True, status: str | None = None) -> None:
+    """Runs one stage's hooks in order; status overrides the state's (runc says `creating`, with the
+    pid, to createRuntime and prestart, and `created` to poststart)."""
+    state = record.oci_state()
+    if status is not None:
+        state = {**state, "status": status, "pid": record.pid}
+    state_bytes = json.dumps(state).encode()
     for hook in bundle.hooks.get(stage, ()):
         try:
-            await run_hook(hook, state)
+            await run_hook(hook, state_bytes)
         except VmpodError as e:
             if fatal:
                 raise

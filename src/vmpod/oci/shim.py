@@ -20,6 +20,7 @@ import os
 import signal
 import socket
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from vmpod.container import control, terminal
+from vmpod.container.exec_server import TOP_COMMAND, guest_processes, serve_exec
 from vmpod.container.vm import Phases, RunningVm, agent_binary, exit_code, shutdown, start_error, until_ready
 from vmpod.errors import ExitCode, VmpodError
 from vmpod.guest.codec import ProtocolError
@@ -40,7 +42,7 @@ from vmpod.hypervisor.base import UserNetwork, VmSpec
 from vmpod.hypervisor.qemu import QemuDriver
 from vmpod.kernel import cmdline, find_kernel
 from vmpod.oci import hooks
-from vmpod.oci.bundle import Bundle, VmLayout, layout, load, make_mount_points
+from vmpod.oci.bundle import Bundle, VmLayout, check_process, layout, load, make_mount_points, process_fields
 from vmpod.oci.state import Record, Status, Store, start_time
 from vmpod.rootfs import initramfs
 from vmpod.run import spawn
@@ -140,6 +142,7 @@ class Shim:
         self.started = False
         self.reported = False
         self.tasks: set[asyncio.Task[None]] = set()
+        self.exec_pids: set[int] = set()  # host processes standing for exec'd ones (their clients)
         self.ended: asyncio.Future[int] | None = None  # an exit code when the process never ran
         self.layout = layout(bundle)
         sink = fd_sink() if not bundle.terminal else None
@@ -169,8 +172,9 @@ class Shim:
             server = await control.serve(self.directory, self._client)
             me = os.getpid()
             self.record = self.store.update(self.record, status=Status.CREATING, pid=me, pid_start=start_time(me))
-            await hooks.run_stage(self.bundle, "createRuntime", self.record)
-            await hooks.run_stage(self.bundle, "prestart", self.record)
+            # runc's order and state: prestart first, both told `creating` with the pid.
+            await hooks.run_stage(self.bundle, "prestart", self.record, status="creating")
+            await hooks.run_stage(self.bundle, "createRuntime", self.record, status="creating")
             self.record = self.store.update(self.record, status=Status.CREATED)
             self._report(ready_fd, {"ok": True, "pid": me})
             self.reported = True
@@ -220,13 +224,23 @@ class Shim:
         try:
             request = control.decode(await reader.readline())
             op = request.get("op")
+            reply: dict[str, Any] = {"ok": True}
             if op == "start":
                 await self._start()
             elif op == "kill":
                 await self._kill(int(request.get("signal", signal.SIGTERM)))
+            elif op == "exec":
+                await self._exec(request, reader, writer)
+                return
+            elif op == "ps":
+                reply["pids"] = [os.getpid(), *sorted(self.exec_pids)]
+            elif op == "top":
+                self._running("ps")
+                top = replace(self.layout.process, args=tuple(TOP_COMMAND), terminal=False, stdin_open=False)
+                reply = await guest_processes(self.session, replace(top, uid=0, gid=0, groups=(), caps=None))
             else:
                 raise VmpodError(f"unknown control request {op!r}")
-            writer.write(control.encode({"ok": True}))
+            writer.write(control.encode(reply))
         except VmpodError as e:
             writer.write(control.encode(control.error_reply(e)))
         except AgentError as e:
@@ -239,6 +253,34 @@ class Shim:
             with suppress(ConnectionError):
                 await writer.drain()
             writer.close()
+
+    def _running(self, what: str) -> None:
+        assert self.ended is not None
+        if self.ended.done():
+            raise VmpodError(f"cannot {what} a stopped container", exit_code=1)
+        if not self.started:
+            raise VmpodError(f"cannot {what} a container that has not been started", exit_code=1)
+
+    async def _exec(self, request: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A further process (`vmpod-runtime exec`): its client stands for it on the host, so the
+        client's pid is listed by `ps` and its going away kills the process (exec_server)."""
+        self._running("exec in")
+        process = check_process(request.get("process"), "the exec process")
+        spec = ProcessSpec(
+            **process_fields(process),
+            stdin_open=bool(request.get("interactive")),
+            root_device="",
+            rows=int(request.get("rows", 24)),
+            cols=int(request.get("cols", 80)),
+        )
+        sock = writer.get_extra_info("socket")
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        peer = struct.unpack("3i", creds)[0]
+        self.exec_pids.add(peer)
+        try:
+            await serve_exec(self.session, spec, reader, writer, kill_on_close=True)
+        finally:
+            self.exec_pids.discard(peer)
 
     def _process(self) -> ProcessSpec:
         rows, cols = terminal.size(self.tty) if self.tty is not None else (24, 80)
@@ -263,7 +305,8 @@ class Shim:
             self.tasks.add(asyncio.create_task(self._follow_size(self.tty)))
         elif self.stdin:
             self.session.pump_stdin(0)
-        await hooks.run_stage(self.bundle, "poststart", self.record, fatal=False)
+        # runc 1.1 tells poststart hooks the state it read before starting: `created`.
+        await hooks.run_stage(self.bundle, "poststart", self.record, fatal=False, status="created")
 
     async def _follow_size(self, fd: int) -> None:
         """The engine sizes the master; this side only sees it change (no SIGWINCH without a session)."""
