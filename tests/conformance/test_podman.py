@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conformance.conftest import DEFAULT_RUNTIME_ROOT, Podman, runtime_binary, shim_processes
+from tests.conformance.conftest import (
+    DEFAULT_RUNTIME_ROOT,
+    Podman,
+    interactive_session,
+    read_until,
+    runtime_binary,
+    shim_processes,
+    spawn_on_pty,
+    wait_status,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -44,3 +53,46 @@ def test_nothing_left_behind(podman: Podman, tmp_path: Path) -> None:
     assert [
         pid for pid in shim_processes(DEFAULT_RUNTIME_ROOT) if container_id in Path(f"/proc/{pid}/cmdline").read_text()
     ] == []
+
+
+def test_interactive_terminal(podman: Podman) -> None:
+    argv = ["podman", "--runtime", str(runtime_binary()), "run", "--rm", "-it", "localhost/busybox", "sh"]
+    seen, status = interactive_session(argv, podman.env)
+    assert status == 5, seen
+    assert os.uname().release.encode() not in seen  # `uname -r` typed at the prompt: the guest's kernel
+
+
+def test_exec_stop_and_rm(podman: Podman) -> None:
+    runtime = str(runtime_binary())
+    name = f"vmpod-exec-{os.getpid()}"
+    started = podman("--runtime", runtime, "run", "-d", "--name", name, "localhost/busybox", "sleep", "1000")
+    assert started.returncode == 0, started.stderr.decode()
+    container_id = started.stdout.decode().strip()
+    try:
+        done = podman("--runtime", runtime, "exec", name, "sh", "-c", "echo $(uname -r); echo oops >&2; exit 3")
+        assert done.returncode == 3, done.stderr.decode()
+        assert done.stdout.decode().strip() != os.uname().release and b"oops" in done.stderr
+        assert podman("--runtime", runtime, "exec", "-i", name, "tr", "a-z", "A-Z", input=b"abc\n").stdout == b"ABC\n"
+        missing = podman("--runtime", runtime, "exec", name, "no-such-command")
+        assert missing.returncode == 127, missing.stderr.decode()
+        # -t: the exec'd process gets a terminal of its own (through --console-socket)
+        tty = podman("--runtime", runtime, "exec", "-t", name, "sh", "-c", "tty; stty size")
+        assert tty.returncode == 0 and b"/dev/pts/" in tty.stdout, tty.stderr.decode()
+        pid, master = spawn_on_pty(["podman", "--runtime", runtime, "exec", "-it", name, "sh"], podman.env)
+        seen = bytearray()
+        read_until(master, b"# ", seen)
+        os.write(master, b"echo $((6*7)); exit 4\r")
+        read_until(master, b"42", seen)
+        assert wait_status(pid) == 4
+        os.close(master)
+        stopped = podman("--runtime", runtime, "stop", "-t", "2", name)
+        assert stopped.returncode == 0, stopped.stderr.decode()
+        state = podman("--runtime", runtime, "inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", name)
+        assert state.stdout.decode().split()[0] == "exited", state.stdout.decode()
+    finally:
+        removed = podman("--runtime", runtime, "rm", "-f", name)
+    assert removed.returncode == 0, removed.stderr.decode()
+    assert name not in podman("ps", "-a", "--format", "{{.Names}}").stdout.decode()
+    shims = shim_processes(DEFAULT_RUNTIME_ROOT)
+    assert [pid for pid in shims if container_id in Path(f"/proc/{pid}/cmdline").read_text()] == []
+    assert not (DEFAULT_RUNTIME_ROOT / container_id).exists()
