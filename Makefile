@@ -81,6 +81,7 @@ test: test-deps venv agent kernel stock-kernel build/busybox.tar
 bench: venv agent build/busybox.tar
 	$(call apt_install,$(BENCH_PACKAGES))
 	$(PY) bench/run_boot.py
+	$(PY) bench/run_template.py
 	$(PY) bench/run_exec.py
 	$(PY) bench/run_memory.py
 

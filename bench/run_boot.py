@@ -1,12 +1,15 @@
-"""Boot benchmark: `vmpod run --rm busybox true` against a bare QEMU boot of the same kernel.
+"""Boot benchmark: `vmpod run --rm --no-template busybox true` against a bare QEMU boot of the same kernel.
+
+(The cold boot: bench/run_template.py measures the default, a restore from a template, against the same B.)
 
 Measured alternately in one run (the order rotates every round, so background load hits all of them):
 
-  A      wall time of `vmpod run --rm busybox true`: a fresh CLI process, Python start-up included.
+  A      wall time of `vmpod run --rm --no-template busybox true`: a fresh CLI process, Python start-up
+         included.
   B      wall time of a bare `qemu-system-x86_64` that boots the same kernel (same -M, -accel, -cpu, -smp,
          -m, -append, serial console) with a one-file initramfs whose /init calls reboot(RB_AUTOBOOT); with
          `reboot=t` and `-no-reboot` QEMU exits at once. No devices, no disk, no agent, no sandbox.
-  debug  `vmpod --debug run --rm busybox true`, a separate set, for the per-phase times it logs
+  debug  `vmpod --debug run --rm --no-template busybox true`, a separate set, for the per-phase times it logs
          (spawn→ready→started→exited→shutdown→gone); its wall time minus the phase sum is the CLI's own
          time: Python start-up, imports, preparation (overlay via qemu-img, initramfs, plan) and exit.
   cli    wall time of `vmpod --version`: Python start-up plus the CLI's imports, nothing else.
@@ -173,9 +176,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="vmpod-bench-") as tmp:
         initrd = build_poweroff_initramfs(Path(tmp))
         commands: dict[str, list[str]] = {
-            "A": [*vmpod_cli(), "run", "--rm", IMAGE, "true"],
+            "A": [*vmpod_cli(), "run", "--rm", "--no-template", IMAGE, "true"],
             "B": bare_argv(vmpod_argv, initrd),
-            "debug": [*vmpod_cli(), "--debug", "run", "--rm", IMAGE, "true"],
+            "debug": [*vmpod_cli(), "--debug", "run", "--rm", "--no-template", IMAGE, "true"],
             "cli": [*vmpod_cli(), "--version"],
         }
         print("A:     " + shlex.join(commands["A"]))
@@ -206,7 +209,7 @@ def main() -> int:
     print()
     print(f"{'measurement':<44} {'median':>8} {'min':>8} {'max':>8}")
     rows: list[tuple[str, list[float]]] = [
-        ("A  vmpod run --rm busybox true (wall)", walls["A"]),
+        ("A  vmpod run --rm --no-template busybox true", walls["A"]),
         ("B  bare QEMU boot + poweroff (wall)", walls["B"]),
         ("   vmpod --debug run (wall)", walls["debug"]),
         *[(f"   phase {p}", [run[p] for run in phase_runs]) for p in seen],

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from vmpod import __version__
 from vmpod.cli import containers as container_commands
 from vmpod.cli import images as image_commands
+from vmpod.cli import templates as template_commands
 from vmpod.cli.sizes import human_size, parse_size
 from vmpod.errors import ExitCode, VmpodError
 from vmpod.image.reference import Reference
@@ -108,18 +109,20 @@ def _run_options(args: argparse.Namespace) -> RunOptions:
         tmpfs=tuple(args.tmpfs or ()),
         read_only=args.read_only,
         restart=args.restart,
+        template=not args.no_template,
     )
 
 
 def _cmd_run(state: StateDir, args: argparse.Namespace) -> int:
-    from vmpod.container.detached import start_detached
-    from vmpod.container.runner import run_container
-
     image_commands.pull_if_missing(state, args.image)
     options = _run_options(args)
     if options.detach and not options.dry_run:
+        from vmpod.container.detached import start_detached
+
         print(start_detached(state, options, debug=args.debug).id)
         return 0
+    from vmpod.container.runner import run_container
+
     if options.restart != "no":
         raise VmpodError("--restart needs -d", "a restart policy is kept by the container's supervisor")
     return run_container(state, options)
@@ -203,6 +206,7 @@ def _container_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tmpfs", action="append", metavar="PATH[:OPTIONS]", help="a tmpfs mount")
     p.add_argument("--read-only", action="store_true", help="mount the container's root read-only")
     p.add_argument("--restart", default="no", metavar="POLICY", help="no, on-failure[:N], always, unless-stopped")
+    p.add_argument("--no-template", action="store_true", help="boot the VM's kernel instead of restoring a template")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -241,6 +245,8 @@ def _parser() -> argparse.ArgumentParser:
 
     container_commands.register(sub)
 
+    template_commands.register(sub)
+
     p = sub.add_parser("info", help="show drivers, accelerator, kernel, agent and state directory")
     p.add_argument("--kernel", metavar="PATH", help="guest kernel to report on")
     p.add_argument("--format", choices=["table", "json"], default="table")
@@ -256,6 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:
         return 0 if e.code == 0 else ExitCode.ENGINE
     logging.basicConfig(format="vmpod: %(message)s", level=logging.DEBUG if args.debug else logging.WARNING)
+    logging.getLogger("qemu").setLevel(logging.WARNING)  # qemu.qmp's own debug lines drown ours
     state = StateDir.resolve(args.root)
     handler: Handler = args.handler
     try:

@@ -32,8 +32,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from qemu.qmp import QMPClient
-
 from vmpod.errors import VmpodError
 from vmpod.guest.codec import ProtocolError
 from vmpod.guest.messages import Message
@@ -74,9 +72,16 @@ def shape(spec: VmSpec) -> VmSpec:
     network = UnpluggedNetwork() if spec.network is not None else None
     shares = tuple(Share(s.tag, Path("/nonexistent"), readonly=True) for s in spec.shares)
     return replace(
-        spec, cmdline=(*spec.cmdline, *TEMPLATE_CMDLINE), channel_fd=-1, disks=tuple(DiskSpec(-1, -1) for _ in spec.disks), network=network,
-        mac=TEMPLATE_MAC if network else "", shares=shares, control_fd=-1, incoming_fd=-1,
-    )  # fmt: skip
+        spec,
+        cmdline=(*spec.cmdline, *TEMPLATE_CMDLINE),
+        channel_fd=-1,
+        disks=tuple(DiskSpec(-1, -1) for _ in spec.disks),
+        network=network,
+        mac=TEMPLATE_MAC if network else "",
+        shares=shares,
+        control_fd=-1,
+        incoming_fd=-1,
+    )
 
 
 def eligible(spec: VmSpec) -> str | None:
@@ -224,6 +229,8 @@ async def _boot_and_save(
     channel: socket.socket, control: socket.socket, snapshot_fd: int, vm: subprocess.Popen[bytes]
 ) -> str:
     """Waits for the agent, then saves the running VM: a stream taken while it runs restores running."""
+    from qemu.qmp import QMPClient  # here: only a build pays for importing it
+
     session = AgentSession(channel)
     await session.open()
     try:
@@ -303,12 +310,12 @@ def restore(
         if checked.error:
             raise RestoreFailed(checked.error)
     except (RestoreFailed, AgentError, ProtocolError, TimeoutError, OSError) as e:
+        exited = vm.poll()
         _kill(vm)
-        status = vm.returncode
+        checked.join()  # a damaged file is the likeliest reason, and the clearest to report
+        reason = checked.error or (f"QEMU exited with status {exited}" if exited is not None else str(e))
         remove(state, template.key)
-        raise RestoreFailed(
-            f"the VM template {template.key[:12]} could not be restored ({e}; QEMU status {status})"
-        ) from None
+        raise RestoreFailed(f"the VM template {template.key[:12]} could not be restored: {reason}") from None
     return vm
 
 

@@ -172,15 +172,16 @@ def agent_binary() -> Path:
     return path
 
 
-def _vm_size(options: RunOptions) -> tuple[int, int]:
-    vcpus = max(1, math.ceil(options.cpus)) if options.cpus else 1
-    if options.cpus is not None and options.cpus <= 0:
-        raise VmpodError(f"invalid --cpus {options.cpus}", "give a positive number")
+def vm_size(cpus: float | None, memory_bytes: int | None) -> tuple[int, int]:
+    """The VM's vcpus and MiB for Docker's --cpus and --memory."""
+    vcpus = max(1, math.ceil(cpus)) if cpus else 1
+    if cpus is not None and cpus <= 0:
+        raise VmpodError(f"invalid --cpus {cpus}", "give a positive number")
     memory = DEFAULT_MEMORY_MIB
-    if options.memory_bytes is not None:
-        if options.memory_bytes < 6 << 20:
+    if memory_bytes is not None:
+        if memory_bytes < 6 << 20:
             raise VmpodError("minimum memory limit allowed is 6MB", "give --memory 6m or more")
-        memory = math.ceil(options.memory_bytes / (1 << 20)) + GUEST_OVERHEAD_MIB
+        memory = math.ceil(memory_bytes / (1 << 20)) + GUEST_OVERHEAD_MIB
     return vcpus, memory
 
 
@@ -194,7 +195,7 @@ def prepare(state: StateDir, options: RunOptions) -> Prepared:
         raise VmpodError(f"the container name {options.name!r} is already in use", "choose another --name")
     command = argv(config, request)
     cwd = working_dir(config, request)
-    vcpus, memory = _vm_size(options)
+    vcpus, memory = vm_size(options.cpus, options.memory_bytes)
     find_kernel(options.kernel)  # fail before anything is written
     state.ensure()
     disk = base_disk(state, images, image)
@@ -324,6 +325,17 @@ def plan_vm(
     return QemuDriver().plan(vm_spec(state, prepared, channel_fd, disk, quiet, sockets, tap_fd))
 
 
+def machine(state: StateDir, vcpus: int, memory_mib: int, kernel_choice: str | None, quiet: bool = False) -> VmSpec:
+    """The VM without any device of a container's: kernel, initramfs, accelerator, size."""
+    kernel = find_kernel(kernel_choice)
+    choice = accel.choose()
+    if choice.warning and not quiet:
+        print(f"vmpod: warning: {choice.warning}", file=sys.stderr)
+    log.debug("kernel %s (%s), accelerator %s: %s", kernel.path, kernel.kind, choice.accel, choice.reason)
+    initrd = initramfs.build(agent_binary(), list(kernel.modules), state.cache)
+    return VmSpec(vcpus, memory_mib, kernel.path, initrd, cmdline(kernel), choice, channel_fd=-1)
+
+
 def vm_spec(
     state: StateDir,
     prepared: Prepared,
@@ -333,18 +345,8 @@ def vm_spec(
     sockets: dict[str, str] | None = None,
     tap_fd: int | None = None,
 ) -> VmSpec:
-    kernel = find_kernel(prepared.kernel)
-    choice = accel.choose()
-    if choice.warning and not quiet:
-        print(f"vmpod: warning: {choice.warning}", file=sys.stderr)
-    log.debug("kernel %s (%s), accelerator %s: %s", kernel.path, kernel.kind, choice.accel, choice.reason)
-    return VmSpec(
-        vcpus=prepared.vcpus,
-        memory_mib=prepared.memory_mib,
-        kernel=kernel.path,
-        initrd=initramfs.build(agent_binary(), list(kernel.modules), state.cache),
-        cmdline=cmdline(kernel),
-        accel=choice,
+    return replace(
+        machine(state, prepared.vcpus, prepared.memory_mib, prepared.kernel, quiet),
         channel_fd=channel_fd,
         disks=(disk,),
         network=_network(prepared, tap_fd),
