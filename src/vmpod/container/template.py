@@ -108,6 +108,13 @@ def key(spec: VmSpec) -> str:
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
+def family(spec: VmSpec) -> str:
+    """What a template is for, without the versions of what it is made of: of the templates of one family
+    only the newest can still be found, so building it makes the others stale."""
+    parts = [spec.vcpus, spec.memory_mib, str(spec.kernel), spec.accel.accel.value, spec.network is not None]
+    return hashlib.sha256(json.dumps([*parts, [s.tag for s in spec.shares], len(spec.disks)]).encode()).hexdigest()
+
+
 def templates_dir(state: StateDir) -> Path:
     return state.root / "templates"
 
@@ -155,7 +162,12 @@ def ensure(state: StateDir, spec: VmSpec) -> Template:
         found = find(state, template_key)
         if found:
             return found
-        return _build(state, spec, template_key)
+        built = _build(state, spec, template_key)
+    for other in listing(state):  # outside the lock: removing takes each other template's own
+        if other.key != built.key and other.meta.get("family") == built.meta["family"]:
+            log.debug("removing stale template %s", other.key[:12])
+            remove(state, other.key)
+    return built
 
 
 def _build(state: StateDir, spec: VmSpec, template_key: str) -> Template:
@@ -216,6 +228,7 @@ def _build(state: StateDir, spec: VmSpec, template_key: str) -> Template:
             "accel": spec.accel.accel.value,
             "nic": spec.network is not None,
             "shares": [s.tag for s in spec.shares],
+            "family": family(spec),
         }
         write_atomically(out / META, json.dumps(meta, indent=2).encode(), 0o600)
         destination = templates_dir(state) / template_key
