@@ -12,6 +12,7 @@
 #include <sys/uio.h>
 #include "agent.h"
 #include "channel.h"
+#include "xencons.h"
 
 #define PORTS "/sys/class/virtio-ports"
 
@@ -67,6 +68,8 @@ int chan_find_guest(void)
     for (int i = 0; i < 1000; i++) {  /* ~10 s: the virtio driver may probe late */
         int f = find_once();
         if (f >= 0)
+            return f;
+        if ((f = xen_channel_open(VMPOD_CHANNEL_NAME)) >= 0)  /* under Xen: a PV console channel */
             return f;
         msleep(10);
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -138,15 +139,14 @@ def _cmd_create(state: StateDir, args: argparse.Namespace) -> int:
 
 def _cmd_info(state: StateDir, args: argparse.Namespace) -> int:
     from vmpod.container.vm import agent_binary
-    from vmpod.hypervisor import accel
-    from vmpod.hypervisor.qemu import QemuDriver
+    from vmpod.hypervisor import accel, select
     from vmpod.kernel import find_kernel
 
-    driver = QemuDriver()
     choice = accel.choose()
     info: dict[str, Any] = {
         "Version": __version__,
-        "Drivers": {driver.name: driver.available() or "available"},
+        "Driver": select.choose().value,
+        "Drivers": {name: why or "available" for name, why in select.availability().items()},
         "Accelerator": choice.accel.value,
         "AcceleratorReason": choice.reason,
         "StateDir": str(state.root),
@@ -213,6 +213,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vmpod", description="Run containers, each in its own VM.")
     parser.add_argument("--root", help="state directory (default $VMPOD_ROOT or /var/lib/vmpod)")
     parser.add_argument("--debug", action="store_true", help="show commands and tracebacks")
+    parser.add_argument(
+        "--driver", choices=["qemu", "xen"], help="hypervisor (default $VMPOD_DRIVER, xen in a Xen dom0, else qemu)"
+    )
     parser.add_argument("--version", action="version", version=f"vmpod {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND", required=True)
 
@@ -264,6 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(format="vmpod: %(message)s", level=logging.DEBUG if args.debug else logging.WARNING)
     logging.getLogger("qemu").setLevel(logging.WARNING)  # qemu.qmp's own debug lines drown ours
     state = StateDir.resolve(args.root)
+    if args.driver:
+        os.environ["VMPOD_DRIVER"] = args.driver  # read where the driver is chosen, and by supervisors
     handler: Handler = args.handler
     try:
         return handler(state, args)

@@ -47,7 +47,7 @@ from vmpod.errors import ExitCode, VmpodError
 from vmpod.guest.codec import ProtocolError
 from vmpod.guest.session import AgentError, AgentSession, ProcessSpec
 from vmpod.guest.session import exit_code as exit_code  # re-exported: callers map statuses here
-from vmpod.hypervisor import accel, virtiofs
+from vmpod.hypervisor import accel, select, virtiofs
 from vmpod.hypervisor.base import DiskSpec, LaunchPlan, PortForward, Share, TapNetwork, UserNetwork, VmSpec
 from vmpod.hypervisor.qemu import QemuDriver
 from vmpod.image.store import ImageStore
@@ -112,6 +112,7 @@ class Prepared:
     add_hosts: tuple[str, ...] = ()
     dns: tuple[str, ...] = ()
     template: bool = True
+    driver: str = "qemu"  # the hypervisor driver (hypervisor/select.py), decided once for the supervisor too
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "record": self.record.to_dict()}
@@ -152,6 +153,7 @@ class Prepared:
             tuple(data.get("add_hosts", ())),
             tuple(data.get("dns", ())),
             bool(data.get("template", True)),
+            str(data.get("driver", "qemu")),
         )
 
     def save(self, directory: Path) -> None:
@@ -271,6 +273,7 @@ def prepare(state: StateDir, options: RunOptions) -> Prepared:
         add_hosts=tuple(options.add_hosts),
         dns=tuple(options.dns),
         template=options.template,
+        driver=select.choose().value,
     )
 
 
@@ -415,6 +418,10 @@ class RunningVm:
 
 def launch(stack: ExitStack, state: StateDir, prepared: Prepared, disk: DiskSpec, quiet: bool = False) -> RunningVm:
     """Starts QEMU; the stack kills it (after a grace period if the guest was shut down cleanly)."""
+    if prepared.driver == select.DriverName.XEN:  # Xen: a guard process owns the domain (container/xenvm.py)
+        from vmpod.container import xenvm
+
+        return xenvm.launch(stack, state, prepared, disk, quiet)
     sockets = {}
     for share in prepared.virtiofs_shares():
         sockets[share.tag] = virtiofs.start_daemon(stack, share.path, prepared.socket_name(share.tag))

@@ -1,0 +1,288 @@
+"""Runs in the nested dom0 (scripts/xen/payload.sh puts it there): the user-level checks of
+tests/integration/test_run.py and test_lifecycle.py, against the Xen driver, through the real CLI.
+
+Each check prints one `VMPOD-XEN CHECK {json}` line on the console (name, ok, detail, seconds);
+tests/xen/test_xen.py asserts on them. Standard library only: dom0 has Debian's python3 and vmpod.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(os.environ.get("VMPOD_ROOT", "/var/lib/vmpod"))
+TARBALL = "/opt/vmpod/busybox.tar"
+NONE = ("--network", "none")  # xl has no user-mode network
+CHECKS: list[tuple[str, Callable[[], None]]] = []
+
+
+def check(fn: Callable[[], None]) -> Callable[[], None]:
+    CHECKS.append((fn.__name__, fn))
+    return fn
+
+
+def vmpod(*args: str, input: bytes | None = None, timeout: float = 900) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "vmpod.cli", *args],
+        input=input,
+        stdin=None if input is not None else subprocess.DEVNULL,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def popen(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "vmpod.cli", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def ok(done: subprocess.CompletedProcess[bytes], what: str) -> subprocess.CompletedProcess[bytes]:
+    assert done.returncode == 0, f"{what}: exit {done.returncode}: {done.stderr.decode(errors='replace')[-600:]}"
+    return done
+
+
+def domains() -> list[str]:
+    out = subprocess.run(["xl", "list"], capture_output=True, text=True, check=False).stdout
+    return [line.split()[0] for line in out.splitlines()[1:] if line.split()]
+
+
+def leftovers() -> list[str]:
+    found = [str(p.relative_to(ROOT)) for d in ("containers", "tmp", "xen") for p in (ROOT / d).glob("*")]
+    found += [str(p) for p in Path("/var/log/xen").rglob("*vmpod-*")]
+    return found
+
+
+def wait_clean(timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while (domains() != ["Domain-0"] or leftovers()) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert domains() == ["Domain-0"], f"domains left: {domains()}"
+    assert leftovers() == [], f"files left: {leftovers()}"
+
+
+def wait_for_log(name: str, text: bytes, timeout: float = 300) -> bytes:
+    deadline = time.monotonic() + timeout
+    while True:
+        out = vmpod("logs", name).stdout
+        if text in out or time.monotonic() > deadline:
+            return out
+        time.sleep(1)
+
+
+@check
+def info_selects_xen() -> None:
+    out = ok(vmpod("info"), "info").stdout.decode()
+    assert "Driver: xen" in out, out
+    assert "xen: available" in out, out
+
+
+@check
+def import_image() -> None:
+    ok(vmpod("import", "--change", 'CMD ["/bin/sh"]', TARBALL, "busybox"), "import")
+
+
+@check
+def stdout_stderr_and_exit_code() -> None:
+    done = vmpod("run", "--rm", *NONE, "busybox", "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert (done.returncode, done.stdout) == (3, b"out\n"), (done.returncode, done.stdout, done.stderr[-600:])
+    assert done.stderr.endswith(b"err\n"), done.stderr[-600:]
+
+
+@check
+def runs_in_its_own_kernel() -> None:
+    done = ok(vmpod("--driver", "xen", "run", "--rm", *NONE, "busybox", "uname", "-r"), "run")
+    assert done.stdout.strip() and done.stdout.strip() != os.uname().release.encode(), done.stdout
+
+
+@check
+def image_config_env_workdir_user() -> None:
+    changes = ["ENV GREETING=hello FROM_IMAGE=1", "WORKDIR /home/user", "USER user"]
+    changes += ['ENTRYPOINT ["/bin/sh", "-c"]', 'CMD ["echo default"]']
+    ok(vmpod("import", *[a for c in changes for a in ("--change", c)], TARBALL, "configured:v1"), "import")
+    Path("/tmp/env").write_text("FROM_FILE=yes\n# ignored\n")
+    script = 'echo "$GREETING $FROM_IMAGE $FROM_CLI $FROM_FILE $HOME"; pwd; id'
+    flags = ("-e", "FROM_CLI=cli", "--env-file", "/tmp/env")
+    done = ok(vmpod("run", "--rm", *NONE, *flags, "configured:v1", script), "run")
+    assert done.stdout.decode().splitlines() == [
+        "hello 1 cli yes /home/user",
+        "/home/user",
+        "uid=1000(user) gid=1000(user) groups=10(wheel),29(audio)",
+    ], done.stdout
+    assert vmpod("run", "--rm", *NONE, "configured:v1").stdout == b"default\n"
+
+
+@check
+def user_group_workdir_hostname_flags() -> None:
+    args = ("-u", "1000:29", "-w", "/new/dir", "-h", "box")
+    done = vmpod("run", "--rm", *NONE, *args, "busybox", "sh", "-c", "id -u; id -g; pwd; hostname; echo $HOSTNAME")
+    assert done.stdout.decode().split() == ["1000", "29", "/new/dir", "box", "box"], done.stderr[-600:]
+
+
+@check
+def docker_exit_codes() -> None:
+    cases = [
+        (["no-such-command"], 127, b"not found"),
+        (["/etc"], 126, b"permission denied"),
+        (["sh", "-c", "kill -9 $$"], 137, b""),
+        (["sh", "-c", "kill -TERM $$"], 143, b""),
+    ]
+    for command, code, message in cases:
+        done = vmpod("run", "--rm", *NONE, "busybox", *command)
+        assert done.returncode == code and message in done.stderr, (command, done.returncode, done.stderr[-400:])
+
+
+@check
+def engine_errors_are_125() -> None:
+    done = vmpod("run", "--rm", *NONE, "nosuchimage")
+    assert done.returncode == 125 and b"no such image" in done.stderr, done.stderr
+    done = vmpod("run", "--rm", *NONE, "-u", "ghost", "busybox", "true")
+    assert done.returncode == 125 and b"unable to find user ghost" in done.stderr, done.stderr
+
+
+@check
+def stdin_is_streamed_and_eof_delivered() -> None:
+    data = os.urandom(1 << 20)
+    done = ok(vmpod("run", "--rm", *NONE, "-i", "busybox", "sh", "-c", "md5sum; echo done", input=data), "run -i")
+    assert done.stdout.decode().split()[0] == hashlib.md5(data).hexdigest(), done.stdout
+    assert done.stdout.endswith(b"done\n")
+    assert vmpod("run", "--rm", *NONE, "busybox", "wc", "-c", input=b"ignored").stdout.strip() == b"0"
+
+
+@check
+def binary_output_arrives_intact() -> None:
+    script = "head -c 8388608 /dev/urandom | tee /tmp/data | md5sum >&2; cat /tmp/data"
+    done = ok(vmpod("run", "--rm", *NONE, "busybox", "sh", "-c", script), "run")
+    assert len(done.stdout) == 8 << 20, len(done.stdout)
+    assert hashlib.md5(done.stdout).hexdigest() == done.stderr.decode().split()[-2]
+
+
+@check
+def signals_reach_the_container() -> None:
+    script = 'trap "echo caught; exit 42" TERM; echo ready; while :; do sleep 0.1; done'
+    proc = popen("run", "--rm", *NONE, "busybox", "sh", "-c", script)
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"ready\n"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert (proc.returncode, out) == (42, b"caught\n"), (proc.returncode, out, err[-400:])
+
+
+@check
+def killed_run_leaves_nothing_behind() -> None:
+    proc = popen("run", "--rm", *NONE, "busybox", "sh", "-c", "echo ready; sleep 600")
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"ready\n"
+    assert len(domains()) == 2, domains()
+    proc.kill()
+    proc.wait()
+    wait_clean()
+
+
+@check
+def kept_container_until_rm() -> None:
+    assert vmpod("run", "--name", "kept", *NONE, "busybox", "sh", "-c", "echo data > /file; exit 7").returncode == 7
+    listing = ok(vmpod("ps", "-a"), "ps").stdout.decode()
+    assert "kept" in listing and "Exited (7)" in listing, listing
+    vmpod("run", "--name", "talker", *NONE, "busybox", "sh", "-c", "echo out; echo err >&2")
+    logs = ok(vmpod("logs", "talker"), "logs")
+    assert (logs.stdout, logs.stderr) == (b"out\n", b"err\n"), (logs.stdout, logs.stderr)
+    ok(vmpod("rm", "talker"), "rm")
+    ok(vmpod("rm", "kept"), "rm")
+    assert "kept" not in ok(vmpod("ps", "-a"), "ps").stdout.decode()
+
+
+@check
+def detached_logs_exec_stop_rm() -> None:
+    ticker = "echo started >&2; i=0; while :; do echo tick $i; i=$((i+1)); sleep 0.5; done"
+    done = ok(vmpod("run", "-d", "--name", "ticker", *NONE, "busybox", "sh", "-c", ticker), "run -d")
+    assert re.fullmatch(rb"[0-9a-f]{64}\n", done.stdout), done.stdout
+    assert "ticker" in ok(vmpod("ps"), "ps").stdout.decode()
+    assert b"tick 3" in wait_for_log("ticker", b"tick 3")
+    assert ok(vmpod("logs", "ticker"), "logs").stderr.startswith(b"started\n")
+    done = vmpod("exec", "-e", "X=from-exec", "-w", "/tmp", "ticker", "sh", "-c", 'echo "$X $(pwd)"; exit 6')
+    assert (done.returncode, done.stdout) == (6, b"from-exec /tmp\n"), (done.returncode, done.stdout, done.stderr)
+    assert ok(vmpod("exec", "-u", "user", "ticker", "id", "-u"), "exec -u").stdout == b"1000\n"
+    data = os.urandom(300_000)
+    digest = vmpod("exec", "-i", "ticker", "md5sum", input=data).stdout.split()[0]
+    assert digest == hashlib.md5(data).hexdigest().encode(), digest
+    assert vmpod("exec", "ticker", "no-such-command").returncode == 127
+    refused = vmpod("rm", "ticker")
+    assert refused.returncode == 1 and b"running" in refused.stderr, refused.stderr
+    ok(vmpod("stop", "-t", "5", "ticker"), "stop")
+    assert re.search(r"Exited \(143\).*ticker", ok(vmpod("ps", "-a"), "ps").stdout.decode())
+    assert vmpod("exec", "ticker", "true").returncode == 125
+    assert ok(vmpod("wait", "ticker"), "wait").stdout == b"143\n"
+    ok(vmpod("rm", "ticker"), "rm")
+    assert "ticker" not in ok(vmpod("ps", "-a"), "ps").stdout.decode()
+
+
+@check
+def stop_kills_what_ignores_sigterm() -> None:
+    script = 'trap "" TERM; trap "echo got-usr1" USR1; echo ready; while :; do sleep 0.2; done'
+    ok(vmpod("run", "-d", "--name", "stubborn", *NONE, "busybox", "sh", "-c", script), "run -d")
+    assert b"ready" in wait_for_log("stubborn", b"ready")
+    ok(vmpod("kill", "-s", "USR1", "stubborn"), "kill")
+    assert b"got-usr1" in wait_for_log("stubborn", b"got-usr1")
+    started = time.monotonic()
+    ok(vmpod("stop", "-t", "1", "stubborn"), "stop")
+    assert time.monotonic() - started >= 1
+    assert ok(vmpod("wait", "stubborn"), "wait").stdout == b"137\n"
+    ok(vmpod("rm", "stubborn"), "rm")
+
+
+@check
+def rm_force_and_killed_supervisor() -> None:
+    ok(vmpod("run", "-d", "--name", "forced", *NONE, "busybox", "sleep", "600"), "run -d")
+    ok(vmpod("rm", "-f", "forced"), "rm -f")
+    assert "forced" not in ok(vmpod("ps", "-a"), "ps").stdout.decode()
+    ok(vmpod("run", "-d", "--name", "orphan", *NONE, "busybox", "sleep", "600"), "run -d")
+    info = json.loads(ok(vmpod("inspect", "orphan"), "inspect").stdout)
+    os.kill(int(info[0]["State"]["Pid"]), signal.SIGKILL)
+    deadline = time.monotonic() + 180
+    while len(domains()) > 1 and time.monotonic() < deadline:
+        time.sleep(1)
+    assert domains() == ["Domain-0"], domains()
+    assert re.search(r"Exited .*orphan", ok(vmpod("ps", "-a"), "ps").stdout.decode())
+    ok(vmpod("rm", "orphan"), "rm")
+
+
+@check
+def nothing_left_behind() -> None:
+    wait_clean()
+
+
+def main() -> int:
+    failed = 0
+    only = set(sys.argv[1:])
+    for name, fn in CHECKS:
+        if only and name not in only:
+            continue
+        started = time.monotonic()
+        try:
+            fn()
+            result = {"name": name, "ok": True, "detail": ""}
+        except Exception as e:
+            failed += 1
+            detail = "".join(traceback.format_exception_only(e)).strip()
+            result = {"name": name, "ok": False, "detail": detail[-1500:]}
+        result["seconds"] = round(time.monotonic() - started, 1)
+        print("VMPOD-XEN CHECK " + json.dumps(result), flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
