@@ -314,12 +314,16 @@ def restore(
     )  # fmt: skip
     plan = qemu.QemuDriver().plan(restored)
     log.debug("restoring template %s: %s", template.key[:12], " ".join(plan.argv))
+    spawned = time.monotonic()
     vm = spawn(plan.argv, pass_fds=plan.pass_fds, stdout=console_fd)
     launched(vm)
     guest_end.close()
     try:
         request_blocking(channel, Message.MACHINE, machine_fields(mac), RESTORE_TIMEOUT_S)
+        answered = time.monotonic()
         checked.join()
+        log.debug("restore: the agent answered %.3f s after QEMU started, the digest check ended %.3f s later",
+                  answered - spawned, time.monotonic() - answered)  # fmt: skip
         if checked.error:
             raise RestoreFailed(checked.error)
     except (RestoreFailed, AgentError, ProtocolError, TimeoutError, OSError) as e:
