@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import socket
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from vmpod.guest.messages import Field, Message
 from vmpod.guest.session import AgentError, AgentSession, ExitStatus, ProcessSpec, fd_sink
 
 REPO = Path(__file__).resolve().parents[2]
@@ -99,6 +101,31 @@ def test_missing_command_is_enoent() -> None:
     error = asyncio.run(main())
     assert error.errno == 2
     assert "not found" in error.message
+
+
+def test_machine_is_checked_whole_before_anything_is_applied() -> None:
+    """In host mode the agent only checks MACHINE (the clock and random pool are the host's): a good one is
+    OK, a bad value is EINVAL naming the field."""
+
+    async def main() -> list[str]:
+        async with _agent(1, 2) as session:
+            await session.machine("02:00:00:00:00:02")
+            errors = []
+            for fields in (
+                [(Field.TIME, "12x")],
+                [(Field.SEED, "abc")],
+                [(Field.MAC, "01:00:5e:00:00:01")],
+                [(Field.TIME, "1"), (Field.SEED, "00" * 65)],
+            ):
+                with pytest.raises(AgentError) as caught:
+                    await session._request(Message.MACHINE, fields)
+                assert caught.value.errno == errno.EINVAL
+                errors.append(caught.value.message)
+            await session.shutdown()
+            return errors
+
+    errors = asyncio.run(main())
+    assert ["TIME" in errors[0], "SEED" in errors[1], "multicast" in errors[2], "SEED" in errors[3]] == [True] * 4
 
 
 def test_agent_own_checks() -> None:
