@@ -205,7 +205,9 @@ def _build(state: StateDir, spec: VmSpec, template_key: str) -> Template:
         stack.callback(_kill, vm)
         guest_end.close()
         control_guest.close()
-        with open(out / SNAPSHOT, "wb") as snapshot:
+        with open(
+            os.open(out / SNAPSHOT, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), "wb"
+        ) as snapshot:
             try:
                 agent = asyncio.run(_boot_and_save(host_end, control_host, snapshot.fileno(), vm))
             except (ProtocolError, AgentError, TimeoutError, OSError) as e:
@@ -306,8 +308,11 @@ def restore(
 
     `spec.channel_fd` is guest_end's; it is closed once QEMU has it, so that a QEMU that dies closes the
     channel and the handshake ends at once."""
-    template = ensure(state, spec)
-    snapshot = stack.enter_context(open(template.snapshot, "rb"))  # noqa: SIM115
+    try:
+        template = ensure(state, spec)
+        snapshot = stack.enter_context(open(template.snapshot, "rb"))  # noqa: SIM115
+    except (VmpodError, OSError) as e:  # a VM that cannot be saved may still boot
+        raise RestoreFailed(str(e)) from None
     checked = _check_in_background(template)
     restored = replace(
         spec, cmdline=shape(spec).cmdline, mac=shape(spec).mac, incoming_fd=snapshot.fileno()
