@@ -32,13 +32,18 @@ class Vmpod:
         return [sys.executable, "-m", "vmpod.cli", *args]
 
     def __call__(
-        self, *args: str, input: bytes | None = None, timeout: float = 300, check: bool = False
+        self,
+        *args: str,
+        input: bytes | None = None,
+        timeout: float = 300,
+        check: bool = False,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[bytes]:
         done = subprocess.run(
             self.argv(*args),
             input=input,
             capture_output=True,
-            env=self.env,
+            env={**self.env, **(env or {})},
             timeout=timeout,
             stdin=None if input is not None else subprocess.DEVNULL,
         )

@@ -71,6 +71,22 @@ def test_restored_vms_are_distinct_machines(vmpod: Vmpod) -> None:
     assert a[-1] != b[-1] and a[-1] != "02:00:00:00:00:01", "the MAC address is the template's"
 
 
+def test_volumes_arrive_after_the_restore(vmpod: Vmpod, tmp_path: Path) -> None:
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro" / "hello").write_text("from the host\n")
+    (tmp_path / "rw").mkdir()
+    args = ["-v", f"{tmp_path / 'ro'}:/in:ro", "-v", f"{tmp_path / 'rw'}:/out", "--tmpfs", "/scratch"]
+    script = "cat /in/hello; echo written > /out/file; touch /scratch/x; echo ok"
+    env = {"VMPOD_SHARES": "9p"}  # read-write volumes on virtio-fs boot cold: QEMU cannot save virtio-fs
+    done = vmpod("--debug", "run", "--rm", *args, "busybox", "sh", "-c", script, env=env)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout == b"from the host\nok\n" and _restored(done.stderr)
+    assert (tmp_path / "rw" / "file").read_text() == "written\n"
+    cold = vmpod("--debug", "run", "--rm", *args, "busybox", "cat", "/out/file")
+    assert cold.stdout == b"written\n" and not _restored(cold.stderr)  # virtio-fs: a cold boot
+    assert b"booting without a template: virtio-fs" in cold.stderr
+
+
 def test_guest_clock_is_the_hosts_after_restore(vmpod: Vmpod) -> None:
     vmpod("template", "build", check=True)
     time.sleep(2.5)  # the template's own clock is now well behind
