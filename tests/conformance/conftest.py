@@ -163,9 +163,16 @@ def interactive_session(argv: list[str], env: dict[str, str] | None = None) -> t
     seen = bytearray()
     try:
         read_until(master, b"# ", seen)
-        os.write(master, b"echo $((6*7)); uname -r; stty size\r")
+        os.write(master, b"echo $((6*7)); uname -r\r")
         read_until(master, b"42", seen)
-        read_until(master, b"33 111", seen)
+        # The engine may size the terminal only after the start (containerd does): it arrives soon after.
+        deadline = time.monotonic() + 30
+        while b"33 111" not in seen:
+            assert time.monotonic() < deadline, f"the terminal size never arrived: {bytes(seen)!r}"
+            os.write(master, b"stty size\r")
+            time.sleep(0.5)
+            while select.select([master], [], [], 0.2)[0]:
+                seen += os.read(master, 4096)
         os.write(master, b"exit 5\r")
         return bytes(seen), wait_status(pid)
     finally:

@@ -59,6 +59,14 @@ class Output:
                 pass
 
 
+class _JsonLines(logging.Formatter):
+    """`--log-format json`: engines parse every line of the log (containerd reads the last error)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning"}.get(record.levelno, "error")
+        return json.dumps({"level": level, "msg": record.getMessage(), "time": timestamp()})
+
+
 def parse_signal(value: str) -> int:
     text = value.upper()
     if text.isdigit():
@@ -91,7 +99,7 @@ def cmd_create(store: Store, args: argparse.Namespace) -> int:
     )
     store.new(record)
     try:
-        pid = _start_shim(store, args, bundle.path)
+        pid = _start_shim(store, args, bundle.path, bundle.terminal)
     except BaseException:
         store.remove(record.id)
         raise
@@ -100,7 +108,16 @@ def cmd_create(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_shim(store: Store, args: argparse.Namespace, bundle: Path) -> int:
+def _detach_stdio() -> None:
+    """With a terminal the process's stdio is the pty: the engine's pipes must not stay open in a
+    process that outlives this command (containerd's shim reads `create`'s output until EOF)."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+
+
+def _start_shim(store: Store, args: argparse.Namespace, bundle: Path, terminal: bool) -> int:
     """Double-forks the supervisor away (the engine's subreaper adopts it) and waits for `created`."""
     argv = [
         sys.executable,
@@ -120,6 +137,8 @@ def _start_shim(store: Store, args: argparse.Namespace, bundle: Path) -> int:
             os.close(read_end)
             if os.fork() == 0:
                 os.set_inheritable(write_end, True)
+                if terminal:
+                    _detach_stdio()
                 os.execv(sys.executable, [*argv, "--ready-fd", str(write_end), args.container_id])
         finally:
             os._exit(0)
@@ -264,6 +283,8 @@ def _detach_exec(directory: Path, process: dict[str, Any], console_socket: str) 
             os.close(read_end)
             if os.fork() == 0:
                 os.setsid()
+                if process.get("terminal"):
+                    _detach_stdio()
                 told = False
 
                 def ready(message: dict[str, Any]) -> None:
@@ -483,7 +504,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if args.debug:
         handler: logging.Handler = logging.FileHandler(args.log) if args.log else logging.StreamHandler()
-        logging.basicConfig(level=logging.DEBUG, handlers=[handler], format="%(asctime)s %(message)s")
+        text = logging.Formatter("%(asctime)s %(message)s")
+        handler.setFormatter(_JsonLines() if args.log_format == "json" else text)
+        logging.basicConfig(level=logging.DEBUG, handlers=[handler])
         log.debug("vmpod-runtime %s", json.dumps(list(argv if argv is not None else sys.argv[1:])))
     try:
         return int(args.handler(Store(Path(args.root).absolute()), args))

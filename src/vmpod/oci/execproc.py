@@ -90,7 +90,7 @@ def run(directory: Path, process: dict[str, Any], console_socket: str, ready: Re
             with suppress(OSError, RuntimeError, ValueError):
                 loop.add_signal_handler(signo, _forward, writer, int(signo))
         if slave is not None:
-            resize.append(asyncio.create_task(_follow_size(slave, writer)))
+            resize.append(asyncio.create_task(_follow_size(slave, writer, (rows, cols))))
 
     try:
         return asyncio.run(relay(sock, request, slave if slave is not None else 0, _tolerant(sink), started))
@@ -108,9 +108,9 @@ def _forward(writer: asyncio.StreamWriter, signo: int) -> None:
         writer.write(encode_frame(Message.SIGNAL, 0, encode_fields([(Field.SIGNO, signo)])))
 
 
-async def _follow_size(fd: int, writer: asyncio.StreamWriter) -> None:
-    """The engine sizes the master; this side only sees it change (no SIGWINCH without a session)."""
-    size = terminal.size(fd)
+async def _follow_size(fd: int, writer: asyncio.StreamWriter, size: tuple[int, int]) -> None:
+    """The engine sizes the master; this side only sees it change (no SIGWINCH without a session).
+    size: what the guest was told, which the engine may have changed since."""
     while not writer.is_closing():
         await asyncio.sleep(RESIZE_POLL_S)
         now = terminal.size(fd)

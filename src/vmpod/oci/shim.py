@@ -292,8 +292,9 @@ class Shim:
             state = "running" if not self.ended.done() else "stopped"
             raise VmpodError(f"cannot start a container that is {state}", exit_code=1)
         self.started = True
+        process = self._process()
         try:
-            await self.session.start(self._process())
+            await self.session.start(process)
         except AgentError as e:
             error = start_error(e)
             self.ended.set_result(error.exit_code)
@@ -302,15 +303,16 @@ class Shim:
         self.record = self.store.update(self.record, status=Status.RUNNING)
         if self.tty is not None:
             self.session.pump_stdin(self.tty)
-            self.tasks.add(asyncio.create_task(self._follow_size(self.tty)))
+            self.tasks.add(asyncio.create_task(self._follow_size(self.tty, (process.rows, process.cols))))
         elif self.stdin:
             self.session.pump_stdin(0)
         # runc 1.1 tells poststart hooks the state it read before starting: `created`.
         await hooks.run_stage(self.bundle, "poststart", self.record, fatal=False, status="created")
 
-    async def _follow_size(self, fd: int) -> None:
-        """The engine sizes the master; this side only sees it change (no SIGWINCH without a session)."""
-        size = terminal.size(fd)
+    async def _follow_size(self, fd: int, size: tuple[int, int]) -> None:
+        """The engine sizes the master; this side only sees it change (no SIGWINCH without a session).
+        size: what the guest was told; the engine may have resized meanwhile (containerd does so only
+        after start)."""
         while True:
             await asyncio.sleep(RESIZE_POLL_S)
             now = terminal.size(fd)
