@@ -38,7 +38,7 @@ cp "$repo/tests/xen/dom0_checks.py" "$opt/dom0_checks.py"
 cat >"$opt/run-checks" <<'EOF'
 #!/bin/sh
 export VMPOD_KERNEL_CACHE=/opt/vmpod/kernels
-export VMPOD_AGENT=/opt/vmpod/vmpod-agent VMPOD_BOOT_TIMEOUT=900 VMPOD_ROOT=/var/lib/vmpod HOME=/root
+export VMPOD_AGENT=/opt/vmpod/vmpod-agent VMPOD_BOOT_TIMEOUT=300 VMPOD_ROOT=/var/lib/vmpod HOME=/root
 exec python3 /opt/vmpod/dom0_checks.py "$@"
 EOF
 chmod 0755 "$opt/run-checks"

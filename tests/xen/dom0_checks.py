@@ -66,11 +66,17 @@ def leftovers() -> list[str]:
     return found
 
 
+def processes() -> str:
+    """vmpod's and Xen's processes, for a failure's message."""
+    out = subprocess.run(["ps", "-eo", "pid,ppid,sid,etime,args"], capture_output=True, text=True).stdout
+    return "\n".join(line[:160] for line in out.splitlines() if re.search(r"vmpod|xl |xenguard|qemu", line))
+
+
 def wait_clean(timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while (domains() != ["Domain-0"] or leftovers()) and time.monotonic() < deadline:
         time.sleep(1)
-    assert domains() == ["Domain-0"], f"domains left: {domains()}"
+    assert domains() == ["Domain-0"], f"domains left: {domains()}\n{processes()}"
     assert leftovers() == [], f"files left: {leftovers()}"
 
 
@@ -217,8 +223,8 @@ def detached_logs_exec_stop_rm() -> None:
     assert (done.returncode, done.stdout) == (6, b"from-exec /tmp\n"), (done.returncode, done.stdout, done.stderr)
     assert ok(vmpod("exec", "-u", "user", "ticker", "id", "-u"), "exec -u").stdout == b"1000\n"
     data = os.urandom(300_000)
-    digest = vmpod("exec", "-i", "ticker", "md5sum", input=data).stdout.split()[0]
-    assert digest == hashlib.md5(data).hexdigest().encode(), digest
+    done = vmpod("exec", "-i", "ticker", "md5sum", input=data)
+    assert done.stdout[:32] == hashlib.md5(data).hexdigest().encode(), (done.returncode, done.stdout, done.stderr)
     assert vmpod("exec", "ticker", "no-such-command").returncode == 127
     refused = vmpod("rm", "ticker")
     assert refused.returncode == 1 and b"running" in refused.stderr, refused.stderr
@@ -248,6 +254,7 @@ def stop_kills_what_ignores_sigterm() -> None:
 def rm_force_and_killed_supervisor() -> None:
     ok(vmpod("run", "-d", "--name", "forced", *NONE, "busybox", "sleep", "600"), "run -d")
     ok(vmpod("rm", "-f", "forced"), "rm -f")
+    assert len(domains()) == 1, f"rm -f left {domains()}\n{processes()}"
     assert "forced" not in ok(vmpod("ps", "-a"), "ps").stdout.decode()
     ok(vmpod("run", "-d", "--name", "orphan", *NONE, "busybox", "sleep", "600"), "run -d")
     info = json.loads(ok(vmpod("inspect", "orphan"), "inspect").stdout)
@@ -255,7 +262,7 @@ def rm_force_and_killed_supervisor() -> None:
     deadline = time.monotonic() + 180
     while len(domains()) > 1 and time.monotonic() < deadline:
         time.sleep(1)
-    assert domains() == ["Domain-0"], domains()
+    assert domains() == ["Domain-0"], f"{domains()}\n{processes()}"
     assert re.search(r"Exited .*orphan", ok(vmpod("ps", "-a"), "ps").stdout.decode())
     ok(vmpod("rm", "orphan"), "rm")
 

@@ -11,6 +11,7 @@ boot that never reaches READY is retried, and every attempt's console is kept un
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -85,9 +86,17 @@ def qemu_argv(xen: Path, kernel: Path, initrd: Path, console: Path) -> list[str]
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-chardev", f"file,id=com1,path={console}", "-serial", "chardev:com1",
         "-kernel", str(xen), "-append", XEN_CMDLINE,
-        "-initrd", f"{kernel} {DOM0_CMDLINE},{initrd}",
+        "-initrd", f"{kernel} {DOM0_CMDLINE}{_only()},{initrd}",
     ]
     # fmt: on
+
+
+def _only() -> str:
+    """VMPOD_XEN_CHECKS=name,name runs only those checks in dom0 (for diagnosis)."""
+    names = [n for n in os.environ.get("VMPOD_XEN_CHECKS", "").split(",") if n]
+    if any(not n.isidentifier() for n in names):
+        raise RuntimeError(f"VMPOD_XEN_CHECKS holds a name that is not a check's: {names}")
+    return f" vmpod.checks={'+'.join(names)}" if names else ""
 
 
 def boot_once(xen: Path, kernel: Path, initrd: Path, console: Path, deadline: float) -> Outcome:
@@ -156,7 +165,18 @@ def _note(outcome: Outcome, line: str, started: float) -> None:
 
 
 def run() -> Outcome:
-    """Builds, then boots until the checks ran (retrying a dom0 that never came up)."""
+    """Builds, then boots until the checks ran (retrying a dom0 that never came up). One run at a time:
+    a second one would share build/xen/ (and the machine's two cores)."""
+    BUILD.mkdir(parents=True, exist_ok=True)
+    with (BUILD / ".lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"another nested Xen run holds {BUILD / '.lock'}") from None
+        return _run_locked()
+
+
+def _run_locked() -> Outcome:
     xen, kernel, initrd = build()
     deadline = time.monotonic() + TOTAL_TIMEOUT_S
     outcome = None
