@@ -7,13 +7,17 @@ tests/xen/test_xen.py asserts on them. Standard library only: dom0 has Debian's 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import pty
 import re
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 import traceback
 from collections.abc import Callable
@@ -30,9 +34,12 @@ def check(fn: Callable[[], None]) -> Callable[[], None]:
     return fn
 
 
-def vmpod(*args: str, input: bytes | None = None, timeout: float = 900) -> subprocess.CompletedProcess[bytes]:
+def vmpod(
+    *args: str, input: bytes | None = None, timeout: float = 900, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         [sys.executable, "-m", "vmpod.cli", *args],
+        env={**os.environ, **(env or {})},
         input=input,
         stdin=None if input is not None else subprocess.DEVNULL,
         capture_output=True,
@@ -115,6 +122,13 @@ def runs_in_its_own_kernel() -> None:
 
 
 @check
+def pv_mode_runs() -> None:
+    """PVH is the default; VMPOD_XEN_MODE=pv boots the same kernel paravirtualised."""
+    done = vmpod("run", "--rm", *NONE, "busybox", "sh", "-c", "echo pv; exit 9", env={"VMPOD_XEN_MODE": "pv"})
+    assert (done.returncode, done.stdout) == (9, b"pv\n"), (done.returncode, done.stdout, done.stderr[-600:])
+
+
+@check
 def image_config_env_workdir_user() -> None:
     changes = ["ENV GREETING=hello FROM_IMAGE=1", "WORKDIR /home/user", "USER user"]
     changes += ['ENTRYPOINT ["/bin/sh", "-c"]', 'CMD ["echo default"]']
@@ -185,6 +199,31 @@ def signals_reach_the_container() -> None:
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=300)
     assert (proc.returncode, out) == (42, b"caught\n"), (proc.returncode, out, err[-400:])
+
+
+@check
+def tty_size_and_exit_code() -> None:
+    """As tests/integration/test_tty.py: a pseudo-terminal in the guest, the user's size, the exit code."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+        script = "tty; stty size; exit 4"
+        args = ["run", "--rm", "-it", *NONE, "busybox", "sh", "-c", script]
+        os.execv(sys.executable, [sys.executable, "-m", "vmpod.cli", *args])
+    seen = b""
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the terminal's other side closed
+            break
+        if not chunk:
+            break
+        seen += chunk
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 4, (status, seen[-500:])
+    assert b"/dev/pts/0" in seen and b"30 100" in seen, seen[-500:]
 
 
 @check

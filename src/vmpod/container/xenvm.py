@@ -37,7 +37,7 @@ def launch(stack: ExitStack, state: StateDir, prepared: Prepared, disk: DiskSpec
     stack.callback(host_end.close)
     with guest_end:
         spec = vm_spec(state, prepared, guest_end.fileno(), disk, quiet=True)  # no KVM/TCG warning: Xen runs it
-        plan = xen.XenDriver(state.root / "xen").plan(spec)
+        plan = xen.XenDriver(state.root / "xen", xen.mode()).plan(spec)
         guard = spawn(plan.argv, pass_fds=plan.pass_fds, stdout=console.fileno())
         stack.callback(_reap, guard, phases)
     vm = RunningVm(guard, host_end, console, phases, replace(prepared.process, root_device=xen.ROOT_DEVICE))

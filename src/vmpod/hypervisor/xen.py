@@ -151,6 +151,15 @@ def domain_config(domain: Domain) -> str:
     return "\n".join(lines) + "\n"
 
 
+def mode() -> XenMode:
+    """PVH unless VMPOD_XEN_MODE=pv asks for a paravirtualised guest."""
+    wanted = os.environ.get("VMPOD_XEN_MODE", XenMode.PVH.value)
+    try:
+        return XenMode(wanted)
+    except ValueError:
+        raise VmpodError(f"unknown VMPOD_XEN_MODE {wanted!r}", "use pvh or pv") from None
+
+
 def in_dom0() -> bool:
     try:
         return "control_d" in CAPABILITIES.read_text()

@@ -41,16 +41,24 @@ def _xl(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
         return subprocess.CompletedProcess([XL, *args], 124, b"", b"timed out")
 
 
-def domain_exists(name: str) -> bool:
-    return _xl("domid", name).returncode == 0
+def domain_exists(name: str) -> bool | None:
+    """True or False from `xl list`; None when xl itself failed (nested TCG has seen it segfault)."""
+    done = _xl("list")
+    if done.returncode != 0:
+        return None
+    return any(line.split()[:1] == [name] for line in done.stdout.decode(errors="replace").splitlines()[1:])
 
 
 def cleanup(name: str, directory: Path, out: IO[bytes] | None = None) -> None:
     """Destroys the domain if it still exists and removes every file made for it (idempotent)."""
-    for _ in range(3):
-        if not domain_exists(name):
+    for _ in range(10):
+        exists = domain_exists(name)
+        if exists is False:
             break
-        _xl("destroy", name)
+        if exists:
+            _xl("destroy", name)
+        else:
+            time.sleep(1)
     console = LOG_DIR / "console" / f"guest-{name}.log"
     if out is not None and console.is_file():
         try:
@@ -182,6 +190,7 @@ def main(argv: list[str]) -> int:
             out.flush()
         return xl.wait()
     finally:
+        stopping = True  # a SIGTERM now must not cut the cleanup short
         channel.close()
         cleanup(name, directory, out)
         if xl is not None and xl.poll() is None:
