@@ -62,6 +62,8 @@ def test_round_trip() -> None:
         {"channel_path": "/x=y/agent.sock"},
         {"channel_path": "/" + "x" * 120},
         {"name": "vmpod-x; rm"},
+        {"disks": (XenDisk("/d", "raw, target=/etc/shadow"),)},
+        {"bridge": "br0, script=/tmp/evil"},
     ],
 )
 def test_hostile_values_are_refused(changes: dict[str, object]) -> None:

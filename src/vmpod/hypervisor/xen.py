@@ -121,6 +121,8 @@ def domain_config(domain: Domain) -> str:
     for index, disk in enumerate(domain.disks):
         vdev = "xvd" + "abcdefghijklmnopqrstuvwxyz"[index]
         access = "ro" if disk.readonly else "rw"
+        if not disk.format.isalnum():
+            raise VmpodError(f"invalid disk format {disk.format!r} for a Xen domain")
         # target= comes last: the disk parser takes everything after it, commas included.
         spec = f"format={disk.format}, vdev={vdev}, access={access}, backendtype=qdisk, target={disk.target}"
         disks.append(_string(spec))
@@ -144,6 +146,7 @@ def domain_config(domain: Domain) -> str:
         f"channel = {_list(channels)}",
     ]
     if domain.bridge:
+        _string(domain.bridge + domain.mac, separators=",= ")  # the vif spec splits on these
         vif = f"bridge={domain.bridge}" + (f", mac={domain.mac}" if domain.mac else "")
         lines.append(f"vif = {_list([_string(vif)])}")
     else:
