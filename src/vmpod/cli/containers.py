@@ -293,7 +293,27 @@ def _cmd_attach(state: StateDir, args: argparse.Namespace) -> int:
         raise VmpodError(f"container {args.container} is not running", "start it first")
     process = Prepared.load(store.directory(record.id)).process
     request = {"op": "attach", "interactive": process.stdin_open and not args.no_stdin, "tty": process.terminal}
-    return exec_in(store.directory(record.id), request)
+    code = exec_in(store.directory(record.id), request)
+    _until_stopped(store, record)
+    return code
+
+
+# Longest wait for the supervisor to record that the container stopped (its VM powers off meanwhile).
+STOPPED_RECORD_S = 30.0
+
+
+def _until_stopped(store: ContainerStore, record: ContainerRecord) -> None:
+    """As Docker's attach does, return once the container has stopped, so that the next command (`rm`,
+    `start`) sees it stopped: the supervisor records the exit after the VM is down. A container that was
+    removed meanwhile, or restarted by its policy, has stopped too."""
+    from vmpod.container import detached
+
+    deadline = time.monotonic() + STOPPED_RECORD_S
+    while time.monotonic() < deadline:
+        current = next((r for r in store.all() if r.id == record.id), None)
+        if current is None or current.status is not Status.RUNNING or current.started != record.started:
+            return
+        time.sleep(detached.POLL_S)
 
 
 def _cmd_top(state: StateDir, args: argparse.Namespace) -> int:
