@@ -153,6 +153,9 @@ def test_template_commands(own_root: Vmpod) -> None:
     rows = {str(t["ID"])[:12]: t for t in _templates(own_root)}
     assert rows[second]["MemoryMiB"] == 256 + 64 and rows[first]["Devices"] == "nic"
     assert own_root("template", "build", check=True).stdout.decode().strip() == first  # built once
+    usage = own_root("system", "df", check=True).stdout.decode()
+    (line,) = [line for line in usage.splitlines() if line.startswith("VM Templates")]
+    assert line.split()[2:4] == ["2", "0"] and line.split()[-1].endswith("MB"), usage
     done = own_root("template", "rm", "0000")
     assert done.returncode == 125 and b"no template matches '0000'" in done.stderr
     assert own_root("template", "rm", first, check=True).stdout.decode().strip() == first

@@ -424,6 +424,7 @@ def _size(path: Path) -> int:
 
 
 def _cmd_system_df(state: StateDir, args: argparse.Namespace) -> int:
+    from vmpod.container import template
     from vmpod.image.store import ImageStore
 
     records = ContainerStore(state).all()
@@ -436,6 +437,7 @@ def _cmd_system_df(state: StateDir, args: argparse.Namespace) -> int:
         ("Images", len(image_ids), len(image_ids & used_images), _size(images.root) + _size(state.disks)),
         ("Containers", len(records), sum(r.status is Status.RUNNING for r in records), _size(state.containers)),
         ("Local Volumes", len(volumes.names()), len(in_use), _size(volumes.root)),
+        ("VM Templates", len(template.listing(state)), 0, _size(template.templates_dir(state))),
     ]
     print(f"{'TYPE':<16} {'TOTAL':<8} {'ACTIVE':<8} SIZE")
     for kind, total, active, size in rows:
