@@ -6,7 +6,7 @@ reparented here and its exit status can be collected, whichever runtime it is.
 
 SCRIPT: {"runtime": [ARGV…], "root": DIR, "bundle": DIR, "id": ID, "steps": [[OP, ARG…], …]} with OP one
 of create, start, state, kill SIGNAL, delete [--force], wait (the exit status of the pid), sleep S,
-exec ARG… (in the foreground, as a user runs it), exec-detach ARG… and exec-bg ARG… (as engines run it:
+exec [FLAG… --] ARG… (in the foreground, as a user runs it), exec-detach ARG… and exec-bg ARG… (as engines run it:
 `--process FILE --detach --pid-file F`; -detach then waits for that pid, -bg does not), ps (`--format
 json`: how many pids). The container's stdout and stderr are files handed to `create`, as an engine
 hands it pipes; so are each detached exec's.
@@ -42,17 +42,18 @@ def _status(status: int) -> int:
 
 
 def _wait_for(pid: int, timeout: float) -> int | None:
-    """The exit status of pid (reparented to us), as a shell reports it; None on timeout."""
+    """The exit status of pid (reparented to us), as a shell reports it; None on timeout. Every other
+    child is reaped meanwhile, as an engine's subreaper does: a pid namespace's init (runc's) does not
+    finish exiting while an exec'd process of its namespace is an unreaped zombie of ours."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        _reap_others()
         if pid in _reaped:
             return _reaped[pid]
         try:
-            got, status = os.waitpid(pid, os.WNOHANG)
+            os.waitpid(pid, os.WNOHANG)  # running (a zombie would have been reaped above)
         except ChildProcessError:
-            return _reaped.get(pid)
-        if got == pid:
-            return _status(status)
+            return None  # not ours: its status cannot be known
         time.sleep(0.02)
     return None
 
@@ -104,8 +105,9 @@ def run(script: dict[str, Any]) -> dict[str, Any]:
             argv = [*runtime, op, *([container_id] if op != "kill" else [container_id, *rest])]
             if op == "delete":
                 argv = [*runtime, op, *rest, container_id]
-            if op == "exec":
-                argv = [*runtime, op, container_id, *rest]
+            if op == "exec":  # exec [FLAG… --] ARG…: runc's flags come before the id
+                cut = rest.index("--") if "--" in rest else -1
+                argv = [*runtime, op, *rest[: max(cut, 0)], container_id, *rest[cut + 1 :]]
             if op == "ps":
                 argv = [*runtime, op, "--format", "json", container_id]
             done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=STEP_TIMEOUT_S)

@@ -26,7 +26,7 @@ from tests.conformance.conftest import REPO, need, runtime_binary, shim_processe
 
 pytestmark = pytest.mark.integration
 
-FLOOR = 24
+FLOOR = 25
 RUN = f"{os.getpid()}-{int(time.time())}"
 Result = dict[str, Any]
 LIFECYCLE = [["create"], ["start"], ["wait"], ["delete"]]
@@ -58,6 +58,7 @@ def _execs(result: Result) -> Any:
     """What exec and ps showed: each step's status, output and pid count, then the main process's."""
     steps = [
         (s["op"].split()[0], s.get("rc"), s.get("stdout"), s.get("status"), s.get("pids"))
+        + ((s.get("stderr"),) if s["op"].startswith("exec-detach") else ())  # the process's own stderr
         for s in result["steps"]
         if "rc" in s or "status" in s
     ]
@@ -227,6 +228,27 @@ CASES = [
                 "echo $(hostname) $(id -u) $(ulimit -n); grep -E 'CapEff|NoNewPrivs' /proc/self/status; exit 3",
             ],
             ["exec", "no-such-command"],
+            ["kill", "KILL"],
+            ["wait"],
+            ["delete"],
+        ],
+        observe=_execs,
+    ),
+    Case(
+        "exec-flags",
+        "exec --cwd, --env, --user, --additional-gids, --cap, --no-new-privs over the container's process",
+        ["sleep", "100"],
+        process={"env": ["PATH=/bin", "X=0"]},
+        steps=[
+            ["create"],
+            ["start"],
+            [
+                "exec",
+                *["--cwd", "/tmp", "-e", "X=1", "-u", "1000:1000", "-g", "10"],
+                *["--cap", "CAP_NET_RAW", "--no-new-privs"],
+                "--",
+                *["sh", "-c", "echo $X $(pwd) $(id -u) $(id -G); grep -E '^Cap(Eff|Amb)|NoNewPrivs' /proc/self/status"],
+            ],
             ["kill", "KILL"],
             ["wait"],
             ["delete"],

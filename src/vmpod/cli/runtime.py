@@ -232,7 +232,7 @@ def exec_process(record: Record, args: argparse.Namespace) -> dict[str, Any]:
     process["user"] = user
     if args.cap:
         caps = dict(process.get("capabilities") or {})
-        for name in oci_bundle.CAP_SETS:
+        for name in ("bounding", "effective", "permitted", "ambient"):  # as runc 1.1: not inheritable
             caps[name] = list(caps.get(name) or []) + [c for c in args.cap if c not in (caps.get(name) or [])]
         process["capabilities"] = caps
     if args.no_new_privs:
