@@ -86,6 +86,10 @@ def test_exec_stop_and_rm(docker: Docker) -> None:
         assert done.returncode == 3, done.stderr.decode()
         assert done.stdout.decode().strip() != os.uname().release and b"oops" in done.stderr
         assert docker("exec", "-i", name, "tr", "a-z", "A-Z", input=b"abc\n").stdout == b"ABC\n"
+        flags = docker("exec", "-u", "1000", "-w", "/tmp", "-e", "X=1", name, "sh", "-c", "echo $X $PWD $(id -u)")
+        assert flags.stdout == b"1 /tmp 1000\n", flags.stderr.decode()
+        missing = docker("exec", name, "no-such-command")
+        assert missing.returncode == 126, missing.stderr.decode()  # Docker 20.10 says 126, with runc too
         tty = docker("exec", "-t", name, "sh", "-c", "tty")
         assert tty.returncode == 0 and b"/dev/pts/" in tty.stdout, tty.stderr.decode()
         pid, master = spawn_on_pty(docker.argv("exec", "-it", name, "sh"))

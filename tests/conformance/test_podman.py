@@ -73,6 +73,22 @@ def test_exec_stop_and_rm(podman: Podman) -> None:
         assert done.returncode == 3, done.stderr.decode()
         assert done.stdout.decode().strip() != os.uname().release and b"oops" in done.stderr
         assert podman("--runtime", runtime, "exec", "-i", name, "tr", "a-z", "A-Z", input=b"abc\n").stdout == b"ABC\n"
+        flags = podman(
+            "--runtime",
+            runtime,
+            "exec",
+            "-u",
+            "1000",
+            "-w",
+            "/tmp",
+            "-e",
+            "X=1",
+            name,
+            "sh",
+            "-c",
+            "echo $X $PWD $(id -u)",
+        )
+        assert flags.stdout == b"1 /tmp 1000\n", flags.stderr.decode()
         missing = podman("--runtime", runtime, "exec", name, "no-such-command")
         assert missing.returncode == 127, missing.stderr.decode()
         # -t: the exec'd process gets a terminal of its own (through --console-socket)
