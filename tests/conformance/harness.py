@@ -8,8 +8,9 @@ SCRIPT: {"runtime": [ARGV…], "root": DIR, "bundle": DIR, "id": ID, "steps": [[
 of create, start, state, kill SIGNAL, delete [--force], wait (the exit status of the pid), sleep S,
 exec [FLAG… --] ARG… (in the foreground, as a user runs it), exec-detach ARG… and exec-bg ARG… (as engines run it:
 `--process FILE --detach --pid-file F`; -detach then waits for that pid, -bg does not), ps (`--format
-json`: how many pids). The container's stdout and stderr are files handed to `create`, as an engine
-hands it pipes; so are each detached exec's.
+json`: how many pids), signal-exec SIG and wait-exec (to the last exec-bg's pid, as containerd's shim
+kills an exec'd process, and its exit status). The container's stdout and stderr are files handed to
+`create`, as an engine hands it pipes; so are each detached exec's.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -77,6 +79,7 @@ def run(script: dict[str, Any]) -> dict[str, Any]:
     pid_file, out_path, err_path = work / "pid", work / "stdout", work / "stderr"
     steps: list[dict[str, Any]] = []
     pid = 0
+    background: list[tuple[int, int]] = []  # (step index, pid) of exec-bg processes not yet waited for
     for step in script["steps"]:
         op, rest = step[0], [str(a) for a in step[1:]]
         record: dict[str, Any] = {"op": " ".join(step)}
@@ -89,8 +92,20 @@ def run(script: dict[str, Any]) -> dict[str, Any]:
             continue
         if op in ("exec-detach", "exec-bg"):
             record.update(_exec_detached(runtime, script, work, len(steps), rest, wait=op == "exec-detach"))
+            if op == "exec-bg" and record.pop("pid", None):
+                background.append((len(steps), _exec_pid(work, len(steps))))
             steps.append(record)
             _reap_others()
+            continue
+        if op == "signal-exec":  # as containerd's shim signals an exec'd process: the pid it was given
+            os.kill(background[-1][1], signal.Signals[f"SIG{rest[0]}"])
+            steps.append(record)
+            continue
+        if op == "wait-exec":
+            index, exec_pid = background.pop()
+            record["status"] = _wait_for(exec_pid, STEP_TIMEOUT_S)
+            record["stdout"] = (work / f"exec-{index}.out").read_text(errors="replace")
+            steps.append(record)
             continue
         if op == "create":
             argv = [*runtime, "create", "--bundle", script["bundle"], "--pid-file", str(pid_file), container_id]
@@ -129,6 +144,10 @@ def run(script: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _exec_pid(work: Path, index: int) -> int:
+    return int((work / f"exec-{index}.pid").read_text())
+
+
 def _exec_detached(
     runtime: list[str], script: dict[str, Any], work: Path, index: int, args: list[str], wait: bool
 ) -> dict[str, Any]:
@@ -145,7 +164,9 @@ def _exec_detached(
     record: dict[str, Any] = {"rc": done.returncode}
     if done.returncode != 0:
         record["stderr"] = err_path.read_text(errors="replace")[-2000:]
-    elif wait:
+    elif not wait:
+        record["pid"] = True
+    else:
         record["status"] = _wait_for(int(pid_file.read_text()), STEP_TIMEOUT_S)
         record["stdout"] = out_path.read_text(errors="replace")
         record["stderr"] = err_path.read_text(errors="replace")

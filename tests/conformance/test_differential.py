@@ -26,7 +26,7 @@ from tests.conformance.conftest import REPO, need, runtime_binary, shim_processe
 
 pytestmark = pytest.mark.integration
 
-FLOOR = 25
+FLOOR = 26
 RUN = f"{os.getpid()}-{int(time.time())}"
 Result = dict[str, Any]
 LIFECYCLE = [["create"], ["start"], ["wait"], ["delete"]]
@@ -264,6 +264,29 @@ CASES = [
             ["start"],
             ["exec-detach", "sh", "-c", "echo out; echo err >&2; exit 7"],
             ["exec-detach", "sh", "-c", "kill -TERM $$; sleep 5"],
+            ["kill", "KILL"],
+            ["wait"],
+            ["delete"],
+        ],
+        observe=_execs,
+    ),
+    Case(
+        "exec-signals",
+        "signals sent to an exec's pid reach the process (TERM to a handler; KILL ends it), then ps",
+        ["sleep", "100"],
+        steps=[
+            ["create"],
+            ["start"],
+            ["exec-bg", "sh", "-c", "trap 'echo got TERM; exit 5' TERM; echo up; while :; do sleep 0.1; done"],
+            ["sleep", "1"],
+            ["signal-exec", "TERM"],
+            ["wait-exec"],
+            ["exec-bg", "sleep", "100"],
+            ["sleep", "0.5"],
+            ["signal-exec", "KILL"],
+            ["wait-exec"],
+            ["sleep", "0.5"],
+            ["ps"],
             ["kill", "KILL"],
             ["wait"],
             ["delete"],
