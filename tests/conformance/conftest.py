@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import pty
@@ -177,3 +178,43 @@ def interactive_session(argv: list[str], env: dict[str, str] | None = None) -> t
         return bytes(seen), wait_status(pid)
     finally:
         os.close(master)
+
+
+# The network namespace an engine would prepare: eth0 (10.77.0.2/24, default route via the peer) joined
+# by a veth to a peer namespace serving http on 10.77.0.1:8080 (PEER_URL); both made by the test, so no
+# traffic crosses the host's own network.
+NETNS, PEER_NETNS = f"vmpod-ctr-{os.getpid()}", f"vmpod-peer-{os.getpid()}"
+PEER_URL = "http://10.77.0.1:8080/hello"
+PEER_TEXT = "hello through the namespace"
+NETNS_PATH = f"/run/netns/{NETNS}"
+
+
+@contextlib.contextmanager
+def prepared_network(www: Path) -> Iterator[None]:
+    """What Podman or a CNI plugin leaves for the runtime: a namespace with a configured eth0."""
+    ip, busybox = need("ip", "iproute2"), need("busybox", "busybox-static")
+    www.mkdir()
+    (www / "hello").write_text(PEER_TEXT + "\n")
+    server = None
+    try:
+        for argv in (
+            ["netns", "add", NETNS],
+            ["netns", "add", PEER_NETNS],
+            ["-n", NETNS, "link", "add", "eth0", "type", "veth", "peer", "name", "peer0", "netns", PEER_NETNS],
+            ["-n", NETNS, "addr", "add", "10.77.0.2/24", "dev", "eth0"],
+            ["-n", NETNS, "link", "set", "eth0", "up"],
+            ["-n", NETNS, "route", "add", "default", "via", "10.77.0.1"],
+            ["-n", PEER_NETNS, "addr", "add", "10.77.0.1/24", "dev", "peer0"],
+            ["-n", PEER_NETNS, "link", "set", "peer0", "up"],
+        ):
+            subprocess.run([ip, *argv], check=True, capture_output=True)
+        server = subprocess.Popen(
+            [ip, "netns", "exec", PEER_NETNS, busybox, "httpd", "-f", "-p", "10.77.0.1:8080", "-h", str(www)]
+        )
+        yield
+    finally:
+        if server is not None:
+            server.kill()
+            server.wait()
+        for name in (NETNS, PEER_NETNS):
+            subprocess.run([ip, "netns", "del", name], capture_output=True)

@@ -22,11 +22,20 @@ from typing import Any
 
 import pytest
 
-from tests.conformance.conftest import REPO, need, runtime_binary, shim_processes, unpack_rootfs
+from tests.conformance.conftest import (
+    NETNS_PATH,
+    PEER_URL,
+    REPO,
+    need,
+    prepared_network,
+    runtime_binary,
+    shim_processes,
+    unpack_rootfs,
+)
 
 pytestmark = pytest.mark.integration
 
-FLOOR = 26
+FLOOR = 28
 RUN = f"{os.getpid()}-{int(time.time())}"
 Result = dict[str, Any]
 LIFECYCLE = [["create"], ["start"], ["wait"], ["delete"]]
@@ -90,6 +99,7 @@ class Case:
     steps: list[list[str]] = field(default_factory=lambda: LIFECYCLE)
     observe: Callable[[Result], Any] = _output
     bind: bool = False  # a host directory at /data, with a file in it
+    netns: bool = False  # joins the test's prepared network namespace (NETNS_PATH)
     hooks_log: bool = False  # compare the bundle's hooks.log too
     differs: str = ""  # why the runtimes must differ here (docs/conformance.md); empty: they must agree
 
@@ -324,6 +334,17 @@ CASES = [
         hooks_log=True,
     ),
     Case(
+        "network-new",
+        "a network namespace without a path: a new, empty one (no address, no route)",
+        ["sh", "-c", "ip -4 route; ip -4 addr | grep -c 'scope global'; echo end"],
+    ),
+    Case(
+        "network-join",
+        "the engine's network namespace (a path): its address and route, a peer reached through it",
+        ["sh", "-c", f"wget -q -O- {PEER_URL}; ip -4 route; ip -4 addr | grep -c 10.77.0.2/24"],
+        netns=True,
+    ),
+    Case(
         "kernel",
         "uname -r",
         ["uname", "-r"],
@@ -345,6 +366,10 @@ def _bundle(case: Case, directory: Path) -> Path:
             config[key[:-1]] = config.get(key[:-1], []) + value
         else:
             config[key] = value
+    if case.netns:
+        namespaces = config["linux"]["namespaces"]
+        config["linux"]["namespaces"] = [n for n in namespaces if n["type"] != "network"]
+        config["linux"]["namespaces"].append({"type": "network", "path": NETNS_PATH})
     if case.bind:
         data = directory / "data"
         data.mkdir()
@@ -403,7 +428,8 @@ def _agrees(case: Case, pair: tuple[Result, Result]) -> bool:
 
 def test_differential_against_runc(tmp_path: Path) -> None:
     """One test, so that parallel workers never run the suite twice (runc's cgroups are per id)."""
-    results = _run_all(tmp_path)
+    with prepared_network(tmp_path / "www"):
+        results = _run_all(tmp_path)
     problems = []
     for case in CASES:
         runc, vmpod = results[case.name]

@@ -10,8 +10,12 @@ import pytest
 
 from tests.conformance.conftest import (
     DEFAULT_RUNTIME_ROOT,
+    NETNS_PATH,
+    PEER_TEXT,
+    PEER_URL,
     Podman,
     interactive_session,
+    prepared_network,
     read_until,
     runtime_binary,
     shim_processes,
@@ -53,6 +57,18 @@ def test_nothing_left_behind(podman: Podman, tmp_path: Path) -> None:
     assert [
         pid for pid in shim_processes(DEFAULT_RUNTIME_ROOT) if container_id in Path(f"/proc/{pid}/cmdline").read_text()
     ] == []
+
+
+def test_network_namespace_of_the_engine(podman: Podman, tmp_path: Path) -> None:
+    """`--network ns:PATH`: the VM is where Podman put the container: its address, its route, its peers."""
+    with prepared_network(tmp_path / "www"):
+        script = f"wget -q -O- {PEER_URL}; ip -4 addr show eth0 | grep -o 'inet [0-9./]*'"
+        done = _run(podman, "--network", f"ns:{NETNS_PATH}", "localhost/busybox", "sh", "-c", script)
+        assert done.returncode == 0, done.stderr.decode()
+        assert done.stdout.decode() == f"{PEER_TEXT}\ninet 10.77.0.2/24\n"
+        # Without one (the engine's netns = "none"), the VM has no address and no route out: as runc.
+        alone = _run(podman, "localhost/busybox", "sh", "-c", f"ip -4 route; wget -q -O- {PEER_URL}")
+        assert alone.returncode != 0 and alone.stdout == b"", (alone.stdout, alone.stderr)
 
 
 def test_interactive_terminal(podman: Podman) -> None:

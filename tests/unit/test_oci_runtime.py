@@ -12,6 +12,7 @@ import pytest
 from vmpod.cli import runtime
 from vmpod.errors import VmpodError
 from vmpod.oci.bundle import layout, load, make_mount_points, missing_command
+from vmpod.oci.netns import NetworkMode, is_sandbox
 from vmpod.oci.state import Record, Status, Store
 
 
@@ -205,3 +206,31 @@ def test_exec_and_ps_of_unknown_or_stopped_containers_fail(tmp_path: Path) -> No
     store.new(Record(id="gone", bundle=str(path), rootfs=str(path / "rootfs"), status=Status.STOPPED, created="t"))
     assert runtime.main(["--root", str(root), "exec", "gone", "true"]) == 255
     assert runtime.main(["--root", str(root), "ps", "gone"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("namespaces", "mode", "address"),
+    [
+        (None, NetworkMode.HOST, "10.0.2.15/24"),  # no network namespace: the host's, so user-mode
+        ([{"type": "pid"}], NetworkMode.HOST, "10.0.2.15/24"),
+        ([{"type": "pid"}, {"type": "network"}], NetworkMode.NEW, ""),  # the address is learnt at start
+        ([{"type": "network", "path": "/run/netns/x"}], NetworkMode.JOIN, ""),
+    ],
+)
+def test_network_namespace_decides_the_vms_network(
+    tmp_path: Path, namespaces: list[dict[str, str]] | None, mode: NetworkMode, address: str
+) -> None:
+    bundle = load(_bundle(tmp_path, linux={"namespaces": namespaces} if namespaces is not None else {}))
+    assert bundle.network.mode is mode
+    assert bundle.network.path == ("/run/netns/x" if mode is NetworkMode.JOIN else "")
+    assert layout(bundle).process.net_address == address
+
+
+def test_bad_namespaces_are_refused_and_pause_containers_recognised(tmp_path: Path) -> None:
+    with pytest.raises(VmpodError, match=r"linux\.namespaces must be a list"):
+        load(_bundle(tmp_path, linux={"namespaces": {"type": "network"}}))
+    with pytest.raises(VmpodError, match="path must be a string"):
+        load(_bundle(tmp_path, linux={"namespaces": [{"type": "network", "path": 3}]}))
+    assert is_sandbox({"io.kubernetes.cri.container-type": "sandbox"})
+    assert is_sandbox({"io.kubernetes.cri-o.ContainerType": "sandbox"})
+    assert not is_sandbox({"io.kubernetes.cri.container-type": "container"})

@@ -141,11 +141,18 @@ def peers(store: NetworkStore, network: Network) -> dict[str, str]:
     return found
 
 
-def open_tap(stack: ExitStack, network: Network) -> int:
-    """A tap device on the network's bridge, as an fd for QEMU; it goes away with its last fd."""
+def create_tap(stack: ExitStack) -> tuple[int, str]:
+    """A tap device in this process's network namespace, as an fd for QEMU, and its name; it goes away
+    with its last fd."""
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
     stack.callback(os.close, fd)
     request = struct.pack("16sH", b"vmtap%d", _IFF_TAP | _IFF_NO_PI)
     name = fcntl.ioctl(fd, _TUNSETIFF, request)[:16].rstrip(b"\0").decode()
+    return fd, name
+
+
+def open_tap(stack: ExitStack, network: Network) -> int:
+    """A tap device on the network's bridge, as an fd for QEMU."""
+    fd, name = create_tap(stack)
     run(["ip", "link", "set", "dev", name, "master", network.bridge, "up"], hint=_IP_HINT)
     return fd

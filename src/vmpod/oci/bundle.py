@@ -24,6 +24,7 @@ from vmpod.errors import VmpodError
 from vmpod.guest.session import ProcessSpec
 from vmpod.hypervisor import virtiofs
 from vmpod.hypervisor.base import Share
+from vmpod.oci.netns import NetworkMode, NetworkNamespace
 
 CONFIG = "config.json"
 ROOT_TAG = "root"
@@ -108,6 +109,7 @@ class Bundle:
     hooks: dict[str, tuple[Hook, ...]] = field(default_factory=dict)
     vcpus: int = 1
     memory_mib: int = DEFAULT_MEMORY_MIB
+    network: NetworkNamespace = field(default_factory=NetworkNamespace)
 
     @property
     def terminal(self) -> bool:
@@ -227,7 +229,8 @@ def load(path: Path) -> Bundle:
     for mount in mounts:
         _type(mount.get("destination"), str, "mounts[].destination")
     annotations = _type(data.get("annotations") or {}, dict, "annotations")
-    vcpus, memory = _size(_type(data.get("linux") or {}, dict, "linux"))
+    linux = _type(data.get("linux") or {}, dict, "linux")
+    vcpus, memory = _size(linux)
     return Bundle(
         path=bundle,
         root=root_path,
@@ -239,6 +242,7 @@ def load(path: Path) -> Bundle:
         hooks=_hooks(data.get("hooks")),
         vcpus=vcpus,
         memory_mib=memory,
+        network=NetworkNamespace.from_config(linux),
     )
 
 
@@ -316,8 +320,9 @@ def layout(bundle: Bundle, rows: int = 24, cols: int = 80, stdin_open: bool = Fa
             cols=cols,
             mounts=tuple(mounts),
             files=tuple(files),
-            net_address=f"{GUEST_ADDRESS}/{GUEST_PREFIX}",
-            net_gateway=GATEWAY,
+            # In a network namespace the address is the namespace's, known at start (oci/netns.py).
+            net_address=f"{GUEST_ADDRESS}/{GUEST_PREFIX}" if bundle.network.mode is NetworkMode.HOST else "",
+            net_gateway=GATEWAY if bundle.network.mode is NetworkMode.HOST else "",
         ),
     )
 

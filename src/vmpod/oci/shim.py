@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from vmpod.container import control, terminal
+from vmpod.container.bridge import create_tap
 from vmpod.container.exec_server import TOP_COMMAND, guest_processes, serve_exec
 from vmpod.container.vm import Phases, RunningVm, agent_binary, exit_code, shutdown, start_error, until_ready
 from vmpod.errors import ExitCode, VmpodError
@@ -38,10 +39,10 @@ from vmpod.guest.codec import ProtocolError
 from vmpod.guest.messages import Message
 from vmpod.guest.session import AgentError, AgentSession, OutputSink, ProcessSpec, fd_sink
 from vmpod.hypervisor import accel, virtiofs
-from vmpod.hypervisor.base import UserNetwork, VmSpec
+from vmpod.hypervisor.base import TapNetwork, UserNetwork, VmSpec
 from vmpod.hypervisor.qemu import QemuDriver
 from vmpod.kernel import cmdline, find_kernel
-from vmpod.oci import hooks
+from vmpod.oci import hooks, netns
 from vmpod.oci.bundle import Bundle, VmLayout, check_process, layout, load, make_mount_points, process_fields
 from vmpod.oci.state import Record, Status, Store, start_time
 from vmpod.rootfs import initramfs
@@ -60,8 +61,11 @@ def _reap(qemu: subprocess.Popen[bytes], grace: float) -> None:
         qemu.wait()
 
 
-def launch(stack: ExitStack, cache: Path, bundle: Bundle, vm_layout: VmLayout, name: str) -> RunningVm:
-    """Starts virtiofsd for each virtio-fs share, then QEMU; the stack stops them all."""
+def launch(
+    stack: ExitStack, cache: Path, bundle: Bundle, vm_layout: VmLayout, name: str, tap_fd: int | None
+) -> RunningVm:
+    """Starts virtiofsd for each virtio-fs share, then QEMU; the stack stops them all. With a tap (the
+    container has a network namespace) the VM's NIC is that tap, else vmpod's user-mode network."""
     shares = []
     for share in vm_layout.shares:
         if share.tag in vm_layout.virtiofs_tags:
@@ -80,7 +84,7 @@ def launch(stack: ExitStack, cache: Path, bundle: Bundle, vm_layout: VmLayout, n
             cmdline=cmdline(kernel),
             accel=accel.choose(),
             channel_fd=guest_end.fileno(),
-            network=UserNetwork(),
+            network=UserNetwork() if tap_fd is None else TapNetwork(tap_fd),
             shares=tuple(shares),
         )
         plan = QemuDriver().plan(spec)
@@ -130,8 +134,11 @@ def send_console(console_socket: str, master: int, name: str) -> None:
 
 
 class Shim:
-    def __init__(self, store: Store, record: Record, bundle: Bundle, vm: RunningVm, console_socket: str) -> None:
+    def __init__(
+        self, store: Store, record: Record, bundle: Bundle, vm: RunningVm, console_socket: str, tap: str = ""
+    ) -> None:
         self.store = store
+        self.tap = tap  # the VM's tap in the container's network namespace, if it has one
         self.record = record
         self.bundle = bundle
         self.vm = vm
@@ -291,8 +298,8 @@ class Shim:
         if self.started or self.ended.done():
             state = "running" if not self.ended.done() else "stopped"
             raise VmpodError(f"cannot start a container that is {state}", exit_code=1)
+        process = await self._network(self._process())
         self.started = True
-        process = self._process()
         try:
             await self.session.start(process)
         except AgentError as e:
@@ -308,6 +315,18 @@ class Shim:
             self.session.pump_stdin(0)
         # runc 1.1 tells poststart hooks the state it read before starting: `created`.
         await hooks.run_stage(self.bundle, "poststart", self.record, fatal=False, status="created")
+
+    async def _network(self, process: ProcessSpec) -> ProcessSpec:
+        """The namespace's interface, as the engine and its hooks left it, becomes the guest's eth0."""
+        if not self.tap or netns.is_sandbox(self.bundle.annotations):
+            return process
+        interface = netns.find_interface(self.tap)
+        if interface is None:  # only lo, as in runc's new namespace: the guest's NIC stays unconfigured
+            return process
+        netns.mirror(interface, self.tap)
+        await self.session.machine(mac=interface.mac)
+        log.debug("network: %s (%s, %s) mirrored to %s", interface.name, interface.address, interface.mac, self.tap)
+        return replace(process, net_address=interface.address, net_gateway=interface.gateway)
 
     async def _follow_size(self, fd: int, size: tuple[int, int]) -> None:
         """The engine sizes the master; this side only sees it change (no SIGWINCH without a session).
@@ -356,11 +375,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         record = store.get(args.container_id)
         bundle = load(Path(args.bundle))
+        netns.enter(bundle.network)  # before any child: QEMU, virtiofsd and hooks start inside it
         with ExitStack() as stack:
             vm_layout = layout(bundle)
             make_mount_points(bundle.root, vm_layout)
-            vm = launch(stack, store.root / "cache", bundle, vm_layout, f"vmpod-oci/{os.getpid()}")
-            shim = Shim(store, record, bundle, vm, args.console_socket)
+            tap_fd, tap = create_tap(stack) if bundle.network.mode is not netns.NetworkMode.HOST else (None, "")
+            vm = launch(stack, store.root / "cache", bundle, vm_layout, f"vmpod-oci/{os.getpid()}", tap_fd)
+            shim = Shim(store, record, bundle, vm, args.console_socket, tap)
             try:
                 code = asyncio.run(shim.run(ready_fd))
             finally:
