@@ -43,6 +43,9 @@ code=0
 if [ -x /opt/vmpod/run-checks ]; then
     # vmpod.checks=NAME+NAME on the kernel command line runs only those checks (VMPOD_XEN_CHECKS on the host).
     only=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^vmpod\.checks=//p' | tr '+' ' ')
+    # vmpod.check_timeout=S bounds each check (VMPOD_XEN_CHECK_TIMEOUT on the host; dom0_checks.py's default).
+    limit=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^vmpod\.check_timeout=\([0-9]*\)$/\1/p')
+    [ -n "$limit" ] && export VMPOD_XEN_CHECK_TIMEOUT="$limit"
     # shellcheck disable=SC2086
     /opt/vmpod/run-checks $only || code=$?
 else

@@ -7,6 +7,7 @@ tests/xen/test_xen.py asserts on them. Standard library only: dom0 has Debian's 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -26,6 +27,7 @@ from pathlib import Path
 ROOT = Path(os.environ.get("VMPOD_ROOT", "/var/lib/vmpod"))
 TARBALL = "/opt/vmpod/busybox.tar"
 NONE = ("--network", "none")  # xl has no user-mode network
+CHECK_TIMEOUT_S = int(os.environ.get("VMPOD_XEN_CHECK_TIMEOUT", "420"))
 CHECKS: list[tuple[str, Callable[[], None]]] = []
 
 
@@ -311,20 +313,56 @@ def nothing_left_behind() -> None:
     wait_clean()
 
 
+class CheckTimeout(Exception):
+    pass
+
+
+def _timed_out(signo: int, frame: object) -> None:
+    raise CheckTimeout(f"the check ran past {CHECK_TIMEOUT_S} s")
+
+
+def _diagnose() -> str:
+    """What a failed check leaves to look at: the domains, the processes, the guests' consoles' ends."""
+    parts = [f"domains: {domains()}", processes()]
+    for log in sorted(Path("/var/log/xen/console").glob("guest-*.log")):
+        parts.append(f"{log.name}: {log.read_bytes()[-600:].decode(errors='replace')}")
+    return "\n".join(parts)
+
+
+def _reset() -> None:
+    """After a failure, the next check starts clean: no container, no domain, no stray CLI."""
+    subprocess.run(["pkill", "-KILL", "-f", "vmpod.cli"], check=False)
+    names = vmpod("ps", "-aq", timeout=120).stdout.decode().split()
+    if names:
+        vmpod("rm", "-f", *names, timeout=300)
+    try:
+        wait_clean(120)
+    except AssertionError as e:
+        print(f"VMPOD-XEN WARN not clean after a failed check: {e}", flush=True)
+
+
 def main() -> int:
     failed = 0
     only = set(sys.argv[1:])
+    signal.signal(signal.SIGALRM, _timed_out)
     for name, fn in CHECKS:
         if only and name not in only:
             continue
         started = time.monotonic()
+        signal.alarm(CHECK_TIMEOUT_S)  # a hung guest must not hold the whole run (nested TCG hangs)
         try:
             fn()
+            signal.alarm(0)
             result = {"name": name, "ok": True, "detail": ""}
         except Exception as e:
+            signal.alarm(0)
             failed += 1
             detail = "".join(traceback.format_exception_only(e)).strip()
             result = {"name": name, "ok": False, "detail": detail[-1500:]}
+            with contextlib.suppress(Exception):
+                print("VMPOD-XEN DIAG " + json.dumps({"name": name, "diag": _diagnose()[-4000:]}), flush=True)
+            with contextlib.suppress(Exception):
+                _reset()
         result["seconds"] = round(time.monotonic() - started, 1)
         print("VMPOD-XEN CHECK " + json.dumps(result), flush=True)
     return 1 if failed else 0

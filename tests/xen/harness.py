@@ -3,7 +3,10 @@
 Builds its parts with scripts/xen/*.sh (cached under /var/cache/vmpod/xen), boots, and reads what dom0
 reports on the serial console: `VMPOD-XEN READY` once the toolstack is up, one `VMPOD-XEN CHECK {json}`
 line per check, `VMPOD-XEN DONE <status>` at the end. Nested TCG is slow and not fully reliable, so a
-boot that never reaches READY is retried, and every attempt's console is kept under build/xen/.
+boot that never reaches READY is retried, checks that failed are run once more in a fresh boot (a check
+passes only if it passed in one of them; pytest warns when that took the second boot), each check is
+bounded in dom0 (VMPOD_XEN_CHECK_TIMEOUT, default 420 s) and the whole run by VMPOD_XEN_TIMEOUT
+(default 2400 s), and every attempt's console is kept under build/xen/.
 
     python3 -m tests.xen.harness      # build, boot, print the results (what `make test-xen` asserts on)
 """
@@ -23,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.xen import dom0_checks
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "scripts" / "xen"
 BUILD = REPO / "build" / "xen"
@@ -32,8 +37,13 @@ KERNEL_CACHE = Path(os.environ.get("VMPOD_KERNEL_CACHE", "/var/cache/vmpod/kerne
 XEN_CMDLINE = "console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M noreboot smap=0 loglvl=warning guest_loglvl=all"
 DOM0_CMDLINE = "console=hvc0 earlyprintk=xen loglevel=4 panic=30"
 READY_TIMEOUT_S = float(os.environ.get("VMPOD_XEN_READY_TIMEOUT", "600"))
-TOTAL_TIMEOUT_S = float(os.environ.get("VMPOD_XEN_TIMEOUT", "3600"))
+# A normal run takes ~7 min; the limit keeps a hung nested machine from taking `make test` past CI's 90.
+TOTAL_TIMEOUT_S = float(os.environ.get("VMPOD_XEN_TIMEOUT", "2400"))
 ATTEMPTS = int(os.environ.get("VMPOD_XEN_ATTEMPTS", "2"))
+# Checks that failed get one more chance in a fresh boot (nested TCG segfaults a dom0 program now and
+# then); a rerun starts with the checks that set up what the others use. A check that fails twice fails.
+RERUN_SETUP = ("info_selects_xen", "import_image")
+RERUN_LIMIT = int(os.environ.get("VMPOD_XEN_RERUN_LIMIT", "6"))
 MARK = re.compile(r"VMPOD-XEN (\w+) ?(.*)")
 
 
@@ -48,6 +58,7 @@ class Outcome:
     info: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     duration_s: float = 0.0
+    rerun: list[str] = field(default_factory=list)  # checks that failed the first boot and were run again
 
 
 def _script(name: str, *args: str) -> str:
@@ -75,7 +86,7 @@ def build() -> tuple[Path, Path, Path]:
     return hypervisor / "xen.elf", hypervisor / "vmlinuz", initrd
 
 
-def qemu_argv(xen: Path, kernel: Path, initrd: Path, console: Path) -> list[str]:
+def qemu_argv(xen: Path, kernel: Path, initrd: Path, console: Path, only: list[str]) -> list[str]:
     for path in (xen, kernel, initrd, console):
         if "," in str(path):
             raise RuntimeError(f"{path}: QEMU's multiboot module list cannot hold a comma")
@@ -86,22 +97,29 @@ def qemu_argv(xen: Path, kernel: Path, initrd: Path, console: Path) -> list[str]
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-chardev", f"file,id=com1,path={console}", "-serial", "chardev:com1",
         "-kernel", str(xen), "-append", XEN_CMDLINE,
-        "-initrd", f"{kernel} {DOM0_CMDLINE}{_only()},{initrd}",
+        "-initrd", f"{kernel} {DOM0_CMDLINE}{_checks_arg(only)},{initrd}",
     ]
     # fmt: on
 
 
-def _only() -> str:
-    """VMPOD_XEN_CHECKS=name,name runs only those checks in dom0 (for diagnosis)."""
-    names = [n for n in os.environ.get("VMPOD_XEN_CHECKS", "").split(",") if n]
+def requested_checks() -> list[str]:
+    """VMPOD_XEN_CHECKS=name,name runs only those checks in dom0 (for diagnosis); empty: all of them."""
+    return [n for n in os.environ.get("VMPOD_XEN_CHECKS", "").split(",") if n]
+
+
+def _checks_arg(names: list[str]) -> str:
     if any(not n.isidentifier() for n in names):
         raise RuntimeError(f"VMPOD_XEN_CHECKS holds a name that is not a check's: {names}")
-    return f" vmpod.checks={'+'.join(names)}" if names else ""
+    arg = f" vmpod.checks={'+'.join(names)}" if names else ""
+    limit = os.environ.get("VMPOD_XEN_CHECK_TIMEOUT", "")  # seconds per check in dom0
+    if limit and not limit.isdigit():
+        raise RuntimeError(f"VMPOD_XEN_CHECK_TIMEOUT={limit!r} is not a number of seconds")
+    return arg + (f" vmpod.check_timeout={limit}" if limit else "")
 
 
-def boot_once(xen: Path, kernel: Path, initrd: Path, console: Path, deadline: float) -> Outcome:
+def boot_once(xen: Path, kernel: Path, initrd: Path, console: Path, deadline: float, only: list[str]) -> Outcome:
     outcome = Outcome(console)
-    argv = qemu_argv(xen, kernel, initrd, console)
+    argv = qemu_argv(xen, kernel, initrd, console, only)
     console.write_bytes(b"")
     (console.with_suffix(".cmd")).write_text(shlex.join(argv) + "\n")
     started = time.monotonic()
@@ -147,6 +165,7 @@ def _note(outcome: Outcome, line: str, started: float) -> None:
     if not match:
         return
     kind, rest = match.groups()
+    rest = rest.rstrip()  # the serial console ends lines with \r\r
     if kind == "READY":
         outcome.ready_s = time.monotonic() - started
     elif kind == "CHECK":
@@ -160,6 +179,8 @@ def _note(outcome: Outcome, line: str, started: float) -> None:
         outcome.done = int(rest.split()[0]) if rest.split() and rest.split()[0].isdigit() else -1
     elif kind == "INFO":
         outcome.info.append(rest)
+    elif kind == "DIAG":  # what dom0 saw when a check failed (dom0_checks._diagnose)
+        outcome.errors.append(f"DIAG {rest[:3000]}")
     elif kind in ("ERROR", "WARN"):
         outcome.errors.append(f"{kind}: {rest}")
 
@@ -179,19 +200,45 @@ def run() -> Outcome:
 def _run_locked() -> Outcome:
     xen, kernel, initrd = build()
     deadline = time.monotonic() + TOTAL_TIMEOUT_S
+    wanted = requested_checks()
+    outcome = _boot_until_ready(xen, kernel, initrd, deadline, wanted, "")
+    failed = _failed(outcome, wanted)
+    if outcome.ready_s is not None and outcome.checks and 0 < len(failed) <= RERUN_LIMIT:
+        again = [n for n in RERUN_SETUP if n not in failed] + failed
+        second = _boot_until_ready(xen, kernel, initrd, deadline, again, "rerun-")
+        outcome.rerun = failed
+        outcome.errors += [f"rerun: {e}" for e in second.errors]
+        if outcome.done is None:  # the first boot's checks never finished; the rerun's did
+            outcome.done = second.done
+        for name in failed:
+            first = outcome.checks.get(name, {"detail": "reported nothing"})
+            result = second.checks.get(name)
+            if result is not None and result["ok"]:
+                detail = f"failed the first boot ({first['detail'][:300]}), passed in a fresh one"
+                outcome.checks[name] = {**result, "detail": detail}
+    (BUILD / "results.json").write_text(json.dumps({"checks": outcome.checks, "rerun": outcome.rerun}, indent=1))
+    return outcome
+
+
+def _failed(outcome: Outcome, wanted: list[str]) -> list[str]:
+    names = wanted or [name for name, _ in dom0_checks.CHECKS]
+    return [n for n in names if not outcome.checks.get(n, {}).get("ok")]
+
+
+def _boot_until_ready(xen: Path, kernel: Path, initrd: Path, deadline: float, only: list[str], tag: str) -> Outcome:
+    """Boots until dom0 came up (ATTEMPTS times at most) and the checks ran; each console is kept."""
     outcome = None
     for attempt in range(1, ATTEMPTS + 1):
-        console = BUILD / f"console-{attempt}.log"
-        outcome = boot_once(xen, kernel, initrd, console, deadline)
+        console = BUILD / f"console-{tag}{attempt}.log"
+        outcome = boot_once(xen, kernel, initrd, console, deadline, only)
         print(
-            f"xen harness: attempt {attempt}: ready after {outcome.ready_s} s, done={outcome.done}, "
+            f"xen harness: {tag}attempt {attempt}: ready after {outcome.ready_s} s, done={outcome.done}, "
             f"{len(outcome.checks)} checks, {outcome.duration_s:.0f} s in all, console {console}",
             file=sys.stderr,
         )
         if outcome.ready_s is not None:
             break
     assert outcome is not None
-    (BUILD / "results.json").write_text(json.dumps(outcome.checks, indent=1))
     return outcome
 
 
@@ -199,5 +246,5 @@ if __name__ == "__main__":
     result = run()
     for name, check in result.checks.items():
         print(f"{'ok  ' if check.get('ok') else 'FAIL'} {name} {check.get('seconds', '')} {check.get('detail', '')}")
-    print("errors:", result.errors, "info:", result.info)
-    sys.exit(0 if result.done == 0 else 1)
+    print("errors:", result.errors, "info:", result.info, "rerun:", result.rerun)
+    sys.exit(0 if all(c.get("ok") for c in result.checks.values()) and result.checks else 1)
