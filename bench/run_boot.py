@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from statistics import median
 
@@ -146,6 +146,34 @@ def parse_phases(stderr: str) -> dict[str, float]:
     return phases
 
 
+def alternate(
+    commands: dict[str, list[str]], env: dict[str, str], runs: int, phases: Callable[[str], dict[str, float]]
+) -> tuple[dict[str, list[float]], list[dict[str, float]]]:
+    """Runs every command once per round, the order rotating each round, after one unmeasured warm-up
+    each (page cache, .pyc, TB cache sizing); returns the wall times and the `debug` run's phases."""
+    for cmd in commands.values():
+        timed(cmd, env)
+    walls: dict[str, list[float]] = {name: [] for name in commands}
+    phase_runs: list[dict[str, float]] = []
+    order = list(commands)
+    for round_ in range(runs):
+        for name in order[round_ % len(order) :] + order[: round_ % len(order)]:
+            wall, stderr = timed(commands[name], env)
+            walls[name].append(wall)
+            if name == "debug":
+                phase_runs.append(phases(stderr))
+        print(f"round {round_ + 1}/{runs}: " + "  ".join(f"{n}={walls[n][-1]:.3f}s" for n in order))
+    return walls, phase_runs
+
+
+def print_table(rows: list[tuple[str, list[float]]]) -> None:
+    width = max(len(label) for label, _ in rows) + 2
+    print()
+    print(f"{'measurement':<{width}} {'median':>8} {'min':>8} {'max':>8}")
+    for label, values in rows:
+        print(f"{label:<{width}} {median(values):>7.3f}s {min(values):>7.3f}s {max(values):>7.3f}s")
+
+
 def machine() -> dict[str, object]:
     cpuinfo = Path("/proc/cpuinfo").read_text()
     model = re.search(r"^model name\s*:\s*(.*)$", cpuinfo, re.MULTILINE)
@@ -185,19 +213,7 @@ def main() -> int:
         print("B:     " + shlex.join(commands["B"]))
         print("debug: " + shlex.join(commands["debug"]))
         print("cli:   " + shlex.join(commands["cli"]))
-        for cmd in commands.values():  # one unmeasured warm-up each (page cache, .pyc, TB cache sizing)
-            timed(cmd, env)
-
-        walls: dict[str, list[float]] = {name: [] for name in commands}
-        phase_runs: list[dict[str, float]] = []
-        order = list(commands)
-        for round_ in range(options.runs):
-            for name in order[round_ % len(order) :] + order[: round_ % len(order)]:
-                wall, stderr = timed(commands[name], env)
-                walls[name].append(wall)
-                if name == "debug":
-                    phase_runs.append(parse_phases(stderr))
-            print(f"round {round_ + 1}/{options.runs}: " + "  ".join(f"{n}={walls[n][-1]:.3f}s" for n in order))
+        walls, phase_runs = alternate(commands, env, options.runs, parse_phases)
 
     medians = {name: median(values) for name, values in walls.items()}
     seen = [p for p in PHASES if all(p in run for run in phase_runs)]
@@ -206,8 +222,6 @@ def main() -> int:
     cli_own = [wall - vm for wall, vm in zip(walls["debug"], vm_sums, strict=True)]
     ratio = medians["A"] / medians["B"]
 
-    print()
-    print(f"{'measurement':<44} {'median':>8} {'min':>8} {'max':>8}")
     rows: list[tuple[str, list[float]]] = [
         ("A  vmpod run --rm --no-template busybox true", walls["A"]),
         ("B  bare QEMU boot + poweroff (wall)", walls["B"]),
@@ -217,8 +231,7 @@ def main() -> int:
         ("   CLI own time (debug wall − spawn→gone)", cli_own),
         ("   vmpod --version (wall)", walls["cli"]),
     ]
-    for label, values in rows:
-        print(f"{label:<44} {median(values):>7.3f}s {min(values):>7.3f}s {max(values):>7.3f}s")
+    print_table(rows)
     print(f"\nratio median(A)/median(B) = {ratio:.2f} (goal ≤ {GOAL}: {'met' if ratio <= GOAL else 'missed'})")
 
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -33,13 +33,14 @@ from statistics import median
 from run_boot import (
     IMAGE,
     RESULTS,
+    alternate,
     bare_argv,
     bench_env,
     build_poweroff_initramfs,
     dry_run_argv,
     ensure_image,
     machine,
-    timed,
+    print_table,
     vmpod_cli,
 )
 
@@ -81,26 +82,12 @@ def main() -> int:
         }
         for name, cmd in commands.items():
             print(f"{name + ':':<7}{shlex.join(cmd)}")
-        for cmd in commands.values():  # one unmeasured warm-up each
-            timed(cmd, env)
-
-        walls: dict[str, list[float]] = {name: [] for name in commands}
-        phase_runs: list[dict[str, float]] = []
-        order = list(commands)
-        for round_ in range(options.runs):
-            for name in order[round_ % len(order) :] + order[: round_ % len(order)]:
-                wall, stderr = timed(commands[name], env)
-                walls[name].append(wall)
-                if name == "debug":
-                    phase_runs.append(restore_phases(stderr))
-            print(f"round {round_ + 1}/{options.runs}: " + "  ".join(f"{n}={walls[n][-1]:.3f}s" for n in order))
+        walls, phase_runs = alternate(commands, env, options.runs, restore_phases)
 
     medians = {name: median(values) for name, values in walls.items()}
     vm_sums = [sum(run.values()) for run in phase_runs]
     cli_own = [wall - vm for wall, vm in zip(walls["debug"], vm_sums, strict=True)]
     ratio = medians["T"] / medians["B"]
-    print()
-    print(f"{'measurement':<46} {'median':>8} {'min':>8} {'max':>8}")
     rows: list[tuple[str, list[float]]] = [
         ("T  vmpod run --rm busybox true (template)", walls["T"]),
         ("B  bare QEMU cold boot + poweroff", walls["B"]),
@@ -111,8 +98,7 @@ def main() -> int:
         ("   CLI own time (debug wall − spawn→gone)", cli_own),
         ("   vmpod --version (wall)", walls["cli"]),
     ]
-    for label, values in rows:
-        print(f"{label:<46} {median(values):>7.3f}s {min(values):>7.3f}s {max(values):>7.3f}s")
+    print_table(rows)
     print(f"\nratio median(T)/median(B) = {ratio:.2f} (goal ≤ {GOAL}: {'met' if ratio <= GOAL else 'missed'})")
     print(f"ratio median(cold)/median(T) = {medians['cold'] / medians['T']:.1f}× faster with the template")
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,3 +93,18 @@ def qemu_processes(root: Path) -> list[int]:
 def leftovers(root: Path) -> Sequence[str]:
     """Files a finished `run --rm` must not leave: containers and scratch space."""
     return [str(p.relative_to(root)) for d in ("containers", "tmp") for p in (root / d).glob("*")]
+
+
+def read_until(fd: int, needle: bytes, seen: bytearray, timeout: float = 180) -> None:
+    """Reads a terminal (a pty master) into seen until needle appears; fails on timeout or hang-up."""
+    deadline = time.monotonic() + timeout
+    while needle not in seen:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"{needle!r} never appeared; got {bytes(seen)!r}"
+        if select.select([fd], [], [], remaining)[0]:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                chunk = b""
+            assert chunk, f"the terminal closed before {needle!r}; got {bytes(seen)!r}"
+            seen += chunk

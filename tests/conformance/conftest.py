@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, _require_busybox_tarball
+from tests.conftest import REPO, _require_busybox_tarball, read_until
 
 RUNTIME = REPO / ".venv" / "bin" / "vmpod-runtime"
 
@@ -130,20 +130,6 @@ def spawn_on_pty(argv: list[str], env: dict[str, str] | None = None) -> tuple[in
         fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 111, 0, 0))
         os.execvpe(argv[0], argv, env if env is not None else dict(os.environ))
     return pid, master
-
-
-def read_until(fd: int, needle: bytes, seen: bytearray, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while needle not in seen:
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, f"{needle!r} never appeared; got {bytes(seen)!r}"
-        if select.select([fd], [], [], remaining)[0]:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                chunk = b""
-            assert chunk, f"the terminal closed before {needle!r}; got {bytes(seen)!r}"
-            seen += chunk
 
 
 def wait_status(pid: int, timeout: float = 120) -> int:

@@ -138,6 +138,19 @@ def _stop(process: subprocess.Popen[bytes], home: Path) -> None:
     shutil.rmtree(home, ignore_errors=True)
 
 
+def _start_daemon(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """An engine's daemon in its own session (so that stopping it reaches its children), logging to log."""
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=_engine_env(),
+            start_new_session=True,
+        )
+
+
 def _engine_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("VMPOD_AGENT", None)  # the installed agent: what a user of the engine gets
@@ -189,15 +202,7 @@ def start_containerd(home: Path) -> Containerd:
         '[plugins."io.containerd.transfer.v1"]\n'
     )
     log = home / "containerd.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            ["containerd", "--config", str(home / "config.toml")],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=_engine_env(),
-            start_new_session=True,
-        )
+    process = _start_daemon(["containerd", "--config", str(home / "config.toml")], log)
     daemon = Containerd(home, process)
     try:
         _wait_for_socket(daemon.address, process, log)
@@ -268,15 +273,7 @@ def start_dockerd(home: Path, runtime: Path, extra: Sequence[str] = ()) -> Docke
         "--debug",
         *extra,
     ]
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            argv,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=_engine_env(),
-            start_new_session=True,
-        )
+    process = _start_daemon(argv, log)
     daemon = Docker(home, process)
     try:
         _wait_for_socket(home / "docker.sock", process, log)

@@ -12,27 +12,13 @@ import time
 
 import pytest
 
-from tests.conftest import Vmpod
+from tests.conftest import Vmpod, read_until
 
 pytestmark = pytest.mark.integration
 
 
 def _set_size(fd: int, rows: int, cols: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-
-
-def _read_until(fd: int, needle: bytes, seen: bytearray, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while needle not in seen:
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, f"{needle!r} never appeared; got {bytes(seen)!r}"
-        if select.select([fd], [], [], remaining)[0]:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                chunk = b""
-            assert chunk, f"the terminal closed before {needle!r}; got {bytes(seen)!r}"
-            seen += chunk
 
 
 def _spawn_on_pty(vmpod: Vmpod, *args: str) -> tuple[int, int]:
@@ -46,7 +32,7 @@ def _spawn_on_pty(vmpod: Vmpod, *args: str) -> tuple[int, int]:
 def test_terminal_size_and_exit_code(vmpod: Vmpod) -> None:
     pid, master = _spawn_on_pty(vmpod, "run", "--rm", "-t", "busybox", "sh", "-c", "tty; stty size; exit 4")
     seen = bytearray()
-    _read_until(master, b"33 111", seen)
+    read_until(master, b"33 111", seen)
     assert b"/dev/pts/0" in seen
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 4
@@ -58,9 +44,9 @@ def test_terminal_size_and_exit_code(vmpod: Vmpod) -> None:
 def test_interactive_shell_typing_and_resize(vmpod: Vmpod) -> None:
     pid, master = _spawn_on_pty(vmpod, "run", "--rm", "-it", "busybox", "sh")
     seen = bytearray()
-    _read_until(master, b"# ", seen)
+    read_until(master, b"# ", seen)
     os.write(master, b"echo $((6*7))\r")
-    _read_until(master, b"42", seen)
+    read_until(master, b"42", seen)
     _set_size(master, 40, 120)  # the kernel sends SIGWINCH to vmpod, which forwards the new size
     deadline = time.monotonic() + 60
     while b"40 120" not in seen:

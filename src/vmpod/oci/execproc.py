@@ -24,29 +24,14 @@ from vmpod.container.exec_client import relay
 from vmpod.errors import VmpodError
 from vmpod.guest.codec import encode_fields, encode_frame
 from vmpod.guest.messages import Field, Message
-from vmpod.guest.session import OutputSink, fd_sink
-from vmpod.oci.shim import RESIZE_POLL_S, send_console, stdin_is_open
+from vmpod.guest.session import fd_sink
+from vmpod.oci.shim import RESIZE_POLL_S, send_console, stdin_is_open, tolerant
 
 # Signals an engine sends to "the process" that are the guest process's to get; as runc forwards.
 _NOT_FORWARDED = frozenset({signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD, signal.SIGWINCH, signal.SIGURG})
 _FORWARDED = [s for s in signal.Signals if s not in _NOT_FORWARDED and s is not signal.SIGPIPE]
 
 Ready = Callable[[dict[str, Any]], None]
-
-
-def _tolerant(sink: OutputSink) -> OutputSink:
-    """An engine that stopped reading must not end the process: its output is dropped."""
-    gone = False
-
-    async def write(process: int, kind: Message, data: bytes) -> None:
-        nonlocal gone
-        if not gone:
-            try:
-                await sink(process, kind, data)
-            except OSError:
-                gone = True
-
-    return write
 
 
 def run(directory: Path, process: dict[str, Any], console_socket: str, ready: Ready | None) -> int:
@@ -93,7 +78,7 @@ def run(directory: Path, process: dict[str, Any], console_socket: str, ready: Re
             resize.append(asyncio.create_task(_follow_size(slave, writer, (rows, cols))))
 
     try:
-        return asyncio.run(relay(sock, request, slave if slave is not None else 0, _tolerant(sink), started))
+        return asyncio.run(relay(sock, request, slave if slave is not None else 0, tolerant(sink), started))
     except VmpodError as e:
         if ready is not None:
             ready(control.error_reply(e))

@@ -104,8 +104,8 @@ def stdin_is_open(fd: int = 0) -> bool:
     return not (stat.S_ISCHR(info.st_mode) and info.st_rdev == os.makedev(1, 3))
 
 
-def _tolerant(sink: OutputSink) -> OutputSink:
-    """An engine that stopped reading must not end the container: its output is dropped."""
+def tolerant(sink: OutputSink) -> OutputSink:
+    """An engine that stopped reading must not end the container or an exec: its output is dropped."""
     gone = False
 
     async def write(process: int, kind: Message, data: bytes) -> None:
@@ -153,7 +153,7 @@ class Shim:
         self.ended: asyncio.Future[int] | None = None  # an exit code when the process never ran
         self.layout = layout(bundle)
         sink = fd_sink() if not bundle.terminal else None
-        self.session = AgentSession(vm.channel, _tolerant(sink) if sink else self._to_tty)
+        self.session = AgentSession(vm.channel, tolerant(sink) if sink else self._to_tty)
 
     async def _to_tty(self, process: int, kind: Message, data: bytes) -> None:
         if self.tty is not None:
