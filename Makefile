@@ -77,13 +77,12 @@ unit: venv agent
 integration: venv agent kernel stock-kernel build/busybox.tar
 	$(VENV)/bin/pytest -q -n 2 tests/integration
 
-# The nested Xen suite runs last, on its own: it keeps both cores busy, which would slow the other VM tests.
 test: test-deps venv agent kernel stock-kernel build/busybox.tar
 	$(MAKE) -C agent test
 	$(VENV)/bin/pytest -q -n 2 tests
-	$(MAKE) test-xen
 
-# Xen as the second hypervisor, verified in a Xen dom0 nested under QEMU TCG (~7 min; at most 40).
+# Xen as the second hypervisor, verified in a Xen dom0 nested under QEMU TCG (~8 min; at most 40).
+# Not part of `test`: the nested machine is not reliable enough for CI (README.md, "Xen").
 test-xen: test-deps venv agent kernel build/busybox.tar
 	$(call apt_install,$(XEN_PACKAGES))
 	VMPOD_XEN_TESTS=1 $(VENV)/bin/pytest -q tests/xen

@@ -1,7 +1,6 @@
 """The nested Xen suite boots a whole Xen machine under TCG (see harness.py): it runs under
-`make test-xen` (the last step of `make test`), which sets VMPOD_XEN_TESTS=1. Elsewhere (`pytest tests`)
-it is not collected, so it is never counted as skipped-but-done, and the other VM tests, which `make test`
-runs first under `-n 2`, do not share the two cores with it."""
+`make test-xen`, which sets VMPOD_XEN_TESTS=1. Elsewhere (`make test`, `pytest tests`) it is not collected,
+so it is never counted as skipped-but-done; README.md says why `make test` leaves it out."""
 
 from __future__ import annotations
 

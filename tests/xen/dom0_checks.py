@@ -358,6 +358,9 @@ def main() -> int:
             signal.alarm(0)
             failed += 1
             detail = "".join(traceback.format_exception_only(e)).strip()
+            frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == __file__]
+            if frames:  # a bare assert says nothing: name its line
+                detail += f" (line {frames[-1].lineno}: {frames[-1].line})"
             result = {"name": name, "ok": False, "detail": detail[-1500:]}
             with contextlib.suppress(Exception):
                 print("VMPOD-XEN DIAG " + json.dumps({"name": name, "diag": _diagnose()[-4000:]}), flush=True)
