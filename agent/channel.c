@@ -12,6 +12,7 @@
 #include <sys/uio.h>
 #include "agent.h"
 #include "channel.h"
+#include "sysfs.h"
 #include "xencons.h"
 
 #define PORTS "/sys/class/virtio-ports"
@@ -19,21 +20,6 @@
 static int fd = -1, guest;
 static uint8_t rbuf[VMPOD_HEADER_SIZE + VMPOD_MAX_PAYLOAD];
 static size_t rpos, rlen;
-
-static int read_small(const char *path, char *buf, size_t cap)
-{
-    int f = open(path, O_RDONLY | O_CLOEXEC);
-    if (f < 0)
-        return -1;
-    ssize_t n = read(f, buf, cap - 1);
-    close(f);
-    if (n < 0)
-        return -1;
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
-        n--;
-    buf[n] = 0;
-    return 0;
-}
 
 /* One scan of the sysfs ports: returns an open fd or -1. */
 static int find_once(void)
@@ -48,16 +34,11 @@ static int find_once(void)
         if (e->d_name[0] == '.')
             continue;
         snprintf(path, sizeof path, PORTS "/%s/name", e->d_name);
-        if (read_small(path, buf, sizeof buf) < 0 || strcmp(buf, VMPOD_CHANNEL_NAME) != 0)
+        if (sysfs_read(path, buf, sizeof buf) < 0 || strcmp(buf, VMPOD_CHANNEL_NAME) != 0)
             continue;
         snprintf(dev, sizeof dev, "/dev/%s", e->d_name);
-        unsigned maj, min;
         snprintf(path, sizeof path, PORTS "/%s/dev", e->d_name);
-        /* devtmpfs normally creates the node; make it ourselves if it is not there (yet). */
-        if (access(dev, F_OK) < 0 && read_small(path, buf, sizeof buf) == 0 &&
-            sscanf(buf, "%u:%u", &maj, &min) == 2)
-            mknod(dev, S_IFCHR | 0600, makedev(maj, min));
-        out = open(dev, O_RDWR | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+        out = sysfs_open_device(dev, path);
     }
     closedir(d);
     return out;

@@ -11,6 +11,7 @@
 #include <sys/sysmacros.h>
 #include <termios.h>
 #include <unistd.h>
+#include "sysfs.h"
 #include "xencons.h"
 
 #define XEN_DEVICES "/sys/bus/xen/devices"
@@ -86,21 +87,6 @@ int xen_hvc_index(const int *devids, size_t n, int devid)
     return found ? rank + 1 : -1;
 }
 
-static int read_small(const char *path, char *buf, size_t cap)
-{
-    int f = open(path, O_RDONLY | O_CLOEXEC);
-    if (f < 0)
-        return -1;
-    ssize_t n = read(f, buf, cap - 1);
-    close(f);
-    if (n < 0)
-        return -1;
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
-        n--;
-    buf[n] = 0;
-    return 0;
-}
-
 /* One xenstore read through /dev/xen/xenbus, bounded by a 2 s wait for the answer. */
 static int xs_read(const char *path, char *out, size_t cap)
 {
@@ -161,20 +147,15 @@ int xen_channel_open(const char *name)
     for (size_t i = 0; i < n; i++) {
         char path[300], nodename[200], value[256], dev[32];
         snprintf(path, sizeof path, XEN_DEVICES "/console-%d/nodename", devids[i]);
-        if (read_small(path, nodename, sizeof nodename) < 0)
+        if (sysfs_read(path, nodename, sizeof nodename) < 0)
             continue;
         snprintf(path, sizeof path, "%s/name", nodename);
         if (xs_read(path, value, sizeof value) < 0 || strcmp(value, name) != 0)
             continue;
         int index = xen_hvc_index(devids, n, devids[i]);
         snprintf(dev, sizeof dev, "/dev/hvc%d", index);
-        unsigned maj, min;
         snprintf(path, sizeof path, "/sys/class/tty/hvc%d/dev", index);
-        /* devtmpfs normally creates the node; make it ourselves if it is not there. */
-        if (access(dev, F_OK) < 0 && read_small(path, value, sizeof value) == 0 &&
-            sscanf(value, "%u:%u", &maj, &min) == 2)
-            mknod(dev, S_IFCHR | 0600, makedev(maj, min));
-        int f = open(dev, O_RDWR | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+        int f = sysfs_open_device(dev, path);
         if (f < 0)
             return -1;
         if (make_raw(f) < 0) {

@@ -7,14 +7,7 @@
 #include <sys/resource.h>
 #include "frame.h"
 #include "spec.h"
-
-static int passed, failed;
-
-#define CHECK(cond) do { \
-        if (cond) passed++; \
-        else { failed++; fprintf(stderr, "%s:%d: %s: CHECK(%s) failed\n", __FILE__, __LINE__, \
-                                 __func__, #cond); } \
-    } while (0)
+#include "tests/check.h"
 
 static const struct field_spec spec[] = {
     {VMPOD_F_ARG, FK_STR_LIST, 1}, {VMPOD_F_CWD, FK_STR, 1}, {VMPOD_F_UID, FK_U32, 0},

@@ -2,14 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "machine.h"
-
-static int passed, failed;
-
-#define CHECK(cond) do { \
-        if (cond) passed++; \
-        else { failed++; fprintf(stderr, "%s:%d: %s: CHECK(%s) failed\n", __FILE__, __LINE__, \
-                                 __func__, #cond); } \
-    } while (0)
+#include "tests/check.h"
 
 static void test_time(void)
 {

@@ -3,14 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "xencons.h"
-
-static int passed, failed;
-
-#define CHECK(cond) do { \
-        if (cond) passed++; \
-        else { failed++; fprintf(stderr, "%s:%d: %s: CHECK(%s) failed\n", __FILE__, __LINE__, \
-                                 __func__, #cond); } \
-    } while (0)
+#include "tests/check.h"
 
 static size_t reply(uint8_t *b, uint32_t type, uint32_t id, uint32_t len, const char *v, size_t vlen)
 {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
@@ -11,7 +12,8 @@ import pytest
 
 from vmpod.cli import runtime
 from vmpod.errors import VmpodError
-from vmpod.oci.bundle import layout, load, make_mount_points, missing_command
+from vmpod.oci import hooks
+from vmpod.oci.bundle import Hook, layout, load, make_mount_points, missing_command
 from vmpod.oci.netns import NetworkMode, is_sandbox
 from vmpod.oci.state import Record, Status, Store
 
@@ -234,3 +236,16 @@ def test_bad_namespaces_are_refused_and_pause_containers_recognised(tmp_path: Pa
     assert is_sandbox({"io.kubernetes.cri.container-type": "sandbox"})
     assert is_sandbox({"io.kubernetes.cri-o.ContainerType": "sandbox"})
     assert not is_sandbox({"io.kubernetes.cri.container-type": "container"})
+
+
+def test_hooks_get_the_state_and_their_failures_are_named(tmp_path: Path) -> None:
+    out = tmp_path / "state.json"
+    good = Hook("/bin/sh", ("sh", "-c", f'cat > {out}; echo "$X" >> {out}'), ("X=from-env",))
+    asyncio.run(hooks.run_hook(good, b'{"status": "creating"}'))
+    assert out.read_text() == '{"status": "creating"}from-env\n'
+    with pytest.raises(VmpodError, match=r"hook /bin/sh failed: bad news"):
+        asyncio.run(hooks.run_hook(Hook("/bin/sh", ("sh", "-c", "echo bad news >&2; exit 3")), b"{}"))
+    with pytest.raises(VmpodError, match=r"hook /bin/sh timed out"):
+        asyncio.run(hooks.run_hook(Hook("/bin/sh", ("sh", "-c", "sleep 30"), timeout=1), b"{}"))
+    with pytest.raises(VmpodError, match=r"hook /no/such/hook: No such file or directory"):
+        asyncio.run(hooks.run_hook(Hook("/no/such/hook"), b"{}"))

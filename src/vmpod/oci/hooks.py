@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import subprocess
 
 from vmpod.errors import VmpodError
 from vmpod.oci.bundle import Bundle, Hook
@@ -22,28 +23,31 @@ DEFAULT_TIMEOUT_S = 60.0
 
 
 async def run_hook(hook: Hook, state: bytes) -> None:
+    # In a worker thread, not as an asyncio subprocess: such a transport can outlive `asyncio.run` and
+    # then print "Event loop is closed" on stderr, where engines and runc comparisons see it.
+    await asyncio.get_running_loop().run_in_executor(None, _run_hook, hook, state)
+
+
+def _run_hook(hook: Hook, state: bytes) -> None:
     argv = hook.args or (hook.path,)
     log.debug("+ hook %s %s", hook.path, " ".join(argv[1:]))
     try:
-        process = await asyncio.create_subprocess_exec(
-            argv[0],
-            *argv[1:],
+        done = subprocess.run(
+            list(argv),
             executable=hook.path,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
+            input=state,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             env=dict(e.split("=", 1) for e in hook.env if "=" in e),
+            timeout=hook.timeout or DEFAULT_TIMEOUT_S,
+            check=False,
         )
     except OSError as e:
         raise VmpodError(f"hook {hook.path}: {e.strerror}", exit_code=1) from None
-    try:
-        _, err = await asyncio.wait_for(process.communicate(state), hook.timeout or DEFAULT_TIMEOUT_S)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
+    except subprocess.TimeoutExpired:  # subprocess.run has killed it
         raise VmpodError(f"hook {hook.path} timed out", exit_code=1) from None
-    if process.returncode != 0:
-        detail = err.decode(errors="replace").strip().splitlines()[-1:] or [f"exit status {process.returncode}"]
+    if done.returncode != 0:
+        detail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
         raise VmpodError(f"hook {hook.path} failed: {detail[0]}", exit_code=1)
 
 
