@@ -32,7 +32,7 @@ def _spawn_on_pty(vmpod: Vmpod, *args: str) -> tuple[int, int]:
 def test_terminal_size_and_exit_code(vmpod: Vmpod) -> None:
     pid, master = _spawn_on_pty(vmpod, "run", "--rm", "-t", "busybox", "sh", "-c", "tty; stty size; exit 4")
     seen = bytearray()
-    read_until(master, b"33 111", seen)
+    read_until(master, b"33 111", seen, timeout=120)
     assert b"/dev/pts/0" in seen
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 4
@@ -44,9 +44,9 @@ def test_terminal_size_and_exit_code(vmpod: Vmpod) -> None:
 def test_interactive_shell_typing_and_resize(vmpod: Vmpod) -> None:
     pid, master = _spawn_on_pty(vmpod, "run", "--rm", "-it", "busybox", "sh")
     seen = bytearray()
-    read_until(master, b"# ", seen)
+    read_until(master, b"# ", seen, timeout=120)
     os.write(master, b"echo $((6*7))\r")
-    read_until(master, b"42", seen)
+    read_until(master, b"42", seen, timeout=120)
     _set_size(master, 40, 120)  # the kernel sends SIGWINCH to vmpod, which forwards the new size
     deadline = time.monotonic() + 60
     while b"40 120" not in seen:

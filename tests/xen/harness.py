@@ -39,7 +39,7 @@ XEN_CMDLINE = "console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M noreboot sm
 CPU = os.environ.get("VMPOD_XEN_CPU", "max")
 DOM0_CMDLINE = "console=hvc0 earlyprintk=xen loglevel=4 panic=30"
 READY_TIMEOUT_S = float(os.environ.get("VMPOD_XEN_READY_TIMEOUT", "600"))
-# A normal run takes ~7 min; the limit keeps a hung nested machine from taking `make test` past CI's 90.
+# A normal run takes ~8 min, with reruns ~11: the limit ends a run whose nested machine hung.
 TOTAL_TIMEOUT_S = float(os.environ.get("VMPOD_XEN_TIMEOUT", "2400"))
 ATTEMPTS = int(os.environ.get("VMPOD_XEN_ATTEMPTS", "2"))
 # Checks that failed get up to RERUNS more chances, each in a fresh boot: nested TCG segfaults a program
