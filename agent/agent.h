@@ -24,7 +24,7 @@ enum { EV_CHANNEL = 1, EV_SIGNAL, EV_OUT, EV_ERR, EV_IN };
 #define EV_TAG(kind, slot) (((uint64_t)(slot) << 8) | (uint64_t)(kind))
 
 void alog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-void alog_to(int fd);
+void alog_to_kmsg(int fd);
 _Noreturn void die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Ends the agent: exits in host test mode, powers the VM off as PID 1 (PID 1 must never exit). */
 _Noreturn void agent_exit(int code);

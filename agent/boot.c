@@ -96,7 +96,7 @@ void boot_pid1(void)
     boot_std_fds();
     int k = open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
     if (k >= 0)
-        alog_to(k);
+        alog_to_kmsg(k);
     reboot(RB_DISABLE_CAD);  /* Ctrl-Alt-Del becomes a SIGINT to us, which is ignored */
     load_modules();
 }

@@ -18,13 +18,19 @@
 
 struct agent g = {.epfd = -1};
 static int log_fd = 2;
+static const char *log_prefix = "";
 
-void alog_to(int fd) { log_fd = fd; }
+/* Every agent log line is an error: as KERN_ERR it reaches the console past the kernel's `quiet`. */
+void alog_to_kmsg(int fd)
+{
+    log_fd = fd;
+    log_prefix = "<3>";
+}
 
 void alog(const char *fmt, ...)
 {
     char buf[512];
-    int n = snprintf(buf, sizeof buf, "vmpod-agent: ");
+    int n = snprintf(buf, sizeof buf, "%svmpod-agent: ", log_prefix);
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(buf + n, sizeof buf - (size_t)n - 1, fmt, ap);

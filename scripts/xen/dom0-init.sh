@@ -26,7 +26,7 @@ hostname dom0
 ip link set lo up
 
 say "BOOTED $(cut -d' ' -f1 /proc/uptime)"
-for m in xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs xen-blkback xen-netback overlay loop tun; do
+for m in xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs xen-blkback xen-netback overlay loop tun virtio_pci virtio_blk; do
     modprobe "$m" || say "WARN modprobe $m failed"
 done
 mount -t xenfs xenfs /proc/xen || finish 90
@@ -46,6 +46,9 @@ if [ -x /opt/vmpod/run-checks ]; then
     # vmpod.check_timeout=S bounds each check (VMPOD_XEN_CHECK_TIMEOUT on the host; dom0_checks.py's default).
     limit=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^vmpod\.check_timeout=\([0-9]*\)$/\1/p')
     [ -n "$limit" ] && export VMPOD_XEN_CHECK_TIMEOUT="$limit"
+    # vmpod.mode=pv boots every guest paravirtualised (VMPOD_XEN_GUEST_MODE on the host).
+    mode=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^vmpod\.mode=\(pvh\|pv\)$/\1/p')
+    [ -n "$mode" ] && export VMPOD_XEN_MODE="$mode"
     # shellcheck disable=SC2086
     /opt/vmpod/run-checks $only || code=$?
 else

@@ -14,8 +14,10 @@ hv=$(readlink -f "$1")
 
 packages=(xen-utils-4.17 xen-utils-common xenstore-utils qemu-system-xen python3 kmod e2fsprogs qemu-utils
           iproute2 procps util-linux)
-# Modules dom0 loads (the harness's init), with their dependencies; the rest of the kernel's 400 MB stays out.
-modules=(xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs xen-blkback xen-netback overlay loop tun bridge)
+# Modules dom0 loads (the harness's init; virtio for the log disk), with their dependencies; the rest of the
+# kernel's 400 MB stays out.
+modules=(xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs xen-blkback xen-netback overlay loop tun bridge
+         virtio_pci virtio_blk)
 versions=$(for p in "${packages[@]}"; do printf '%s=%s\n' "$p" "$(xen_version_of "$p")"; done)
 key=$(xen_key "$versions" "${modules[*]}" "$(cat "$hv/packages")" "$(cat "$0" "$here/common.sh" | sha256sum)")
 dest=$XEN_CACHE/rootfs-$key

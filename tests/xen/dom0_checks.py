@@ -15,10 +15,13 @@ import os
 import pty
 import re
 import signal
+import socket
 import struct
 import subprocess
 import sys
+import tarfile
 import termios
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -28,7 +31,15 @@ ROOT = Path(os.environ.get("VMPOD_ROOT", "/var/lib/vmpod"))
 TARBALL = "/opt/vmpod/busybox.tar"
 NONE = ("--network", "none")  # xl has no user-mode network
 CHECK_TIMEOUT_S = int(os.environ.get("VMPOD_XEN_CHECK_TIMEOUT", "420"))
+XEN_LOGS = Path("/var/log/xen")
+# Every domain's logs, kept by hard links (a domain's cleanup unlinks them; a link keeps every byte
+# written after it): on the initramfs's root as /var/log/xen is, outside what leftovers() looks at.
+KEPT = Path("/var/log/kept")
+# The harness's log disk (-device virtio-blk-pci): KEPT goes there as a tar after each check.
+LOG_DISK = Path("/dev/vda")
+GUEST_KERNEL = "/opt/vmpod/kernels/minimal-xen/bzImage"
 CHECKS: list[tuple[str, Callable[[], None]]] = []
+DIAGNOSTICS: set[str] = set()  # run only when named (VMPOD_XEN_CHECKS), never by default
 
 
 def check(fn: Callable[[], None]) -> Callable[[], None]:
@@ -313,6 +324,184 @@ def nothing_left_behind() -> None:
     wait_clean()
 
 
+# --- diagnostics: run only when named in VMPOD_XEN_CHECKS; they measure the nested machine itself ----
+
+SOAK_ROUNDS = 10
+SOAK_BYTES = 1 << 20
+
+
+def diagnostic(fn: Callable[[], None]) -> Callable[[], None]:
+    DIAGNOSTICS.add(fn.__name__)
+    return check(fn)
+
+
+def _differences(sent: bytes, got: bytes) -> str:
+    """Where got differs from sent, as offset+length runs (at most 6) and the first changed bytes."""
+    if len(got) != len(sent):
+        return f"{len(got)} of {len(sent)} bytes came back"
+    changed = [i for i in range(len(sent)) if sent[i] != got[i]]
+    runs: list[list[int]] = []
+    for i in changed:
+        if runs and i == runs[-1][0] + runs[-1][1]:
+            runs[-1][1] += 1
+        else:
+            runs.append([i, 1])
+    first = changed[0]
+    return f"changed {[f'{o:#x}+{n}' for o, n in runs[:6]]}, first bytes {got[first : first + 32].hex()}"
+
+
+def _soak(send: Callable[[bytes], bytes], what: str) -> None:
+    """SOAK_ROUNDS transfers of SOAK_BYTES random bytes through send, which returns what came back."""
+    bad = []
+    for i in range(SOAK_ROUNDS):
+        data = os.urandom(SOAK_BYTES)
+        got = send(data)
+        if got != data:
+            bad.append(f"#{i}: {_differences(data, got)}")
+    print(f"VMPOD-XEN INFO {what}: {len(bad)} of {SOAK_ROUNDS} transfers wrong {bad}", flush=True)
+    assert not bad, f"{len(bad)} of {SOAK_ROUNDS} transfers wrong: {bad}"
+
+
+@diagnostic
+def stdin_soak() -> None:
+    """1 MiB through `exec -i … cat` and back, ten times, in one container (VMPOD_XEN_MODE's mode)."""
+    ok(vmpod("run", "-d", "--name", "soak", *NONE, "busybox", "sleep", "3000"), "run -d")
+
+    def send(data: bytes) -> bytes:
+        done = vmpod("exec", "-i", "soak", "cat", input=data)
+        return done.stdout if done.returncode == 0 else f"exit {done.returncode}: {done.stderr[-200:]!r}".encode()
+
+    try:
+        _soak(send, f"stdin soak ({os.environ.get('VMPOD_XEN_MODE', 'pvh')})")
+    finally:
+        vmpod("rm", "-f", "soak")
+
+
+def newc(entries: list[tuple[str, int, bytes]]) -> bytes:
+    """A newc cpio archive (what the kernel unpacks as an initramfs) of (name, mode, data)."""
+    out = bytearray()
+    for ino, (name, mode, data) in enumerate([*entries, ("TRAILER!!!", 0, b"")], start=1):
+        raw = name.encode() + b"\0"
+        fields = [ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(raw), 0]
+        out += b"070701" + b"".join(b"%08X" % f for f in fields) + raw
+        out += bytes(-len(out) % 4)
+        out += data
+        out += bytes(-len(out) % 4)
+    return bytes(out)
+
+
+# The echo domain's /init: each console channel that exists (the agent's finds its own by name, a
+# test needs no agent) copied back to itself, raw, through one open file.
+ECHO_INIT = b"""#!/bin/busybox sh
+/bin/busybox mount -t devtmpfs dev /dev
+/bin/busybox mount -t sysfs sys /sys
+for i in 1 2 3; do
+    (exec 3<>/dev/hvc$i && /bin/busybox stty raw -echo <&3 && exec /bin/busybox cat <&3 >&3) &
+done
+echo vmpod-echo-ready
+exec /bin/busybox sleep 100000
+"""
+
+
+@diagnostic
+def channel_echo_without_vmpod() -> None:
+    """The same soak through a Xen console channel with no vmpod on either side: a domain whose init
+    echoes the channel back, driven by dom0 over the channel's socket."""
+    work = Path("/tmp/echo")
+    work.mkdir(exist_ok=True)
+    with tarfile.open(TARBALL) as image:
+        busybox = image.extractfile("./bin/busybox")
+        assert busybox is not None
+        entries = [(d, 0o40755, b"") for d in ("dev", "sys", "proc", "bin")]
+        entries += [("init", 0o100755, ECHO_INIT), ("bin/busybox", 0o100755, busybox.read())]
+    (work / "initrd").write_bytes(newc(entries))
+    path = work / "channel.sock"
+    mode = os.environ.get("VMPOD_XEN_MODE", "pvh")
+    config = [
+        'name = "echo"',
+        f'type = "{mode}"',
+        f'kernel = "{GUEST_KERNEL}"',
+        f'ramdisk = "{work / "initrd"}"',
+        'extra = "console=hvc0"',
+        "memory = 256",
+        'on_poweroff = "destroy"',
+        'tsc_mode = "native"',
+        f'channel = [ "connection=pty, name=org.vmpod.dummy", "connection=socket, path={path}, name=org.vmpod.echo" ]',
+    ]
+    (work / "echo.cfg").write_text("\n".join(config) + "\n")
+    ok_xl = subprocess.run(["xl", "create", str(work / "echo.cfg")], capture_output=True, timeout=300)
+    assert ok_xl.returncode == 0, ok_xl.stderr[-500:]
+    try:
+        channel = _connect(path)
+        deadline = time.monotonic() + 120
+        while b"vmpod-echo-ready" not in Path("/var/log/xen/console/guest-echo.log").read_bytes():
+            assert time.monotonic() < deadline, "the echo domain's init never got ready"
+            time.sleep(1)
+        time.sleep(2)  # its channel is raw a moment after it says so
+
+        def send(data: bytes) -> bytes:
+            writer = threading.Thread(target=channel.sendall, args=(data,), daemon=True)
+            writer.start()
+            got = bytearray()
+            with contextlib.suppress(TimeoutError):
+                while len(got) < len(data) and (chunk := channel.recv(1 << 16)):
+                    got += chunk
+            writer.join(10)
+            return bytes(got)
+
+        _soak(send, f"channel echo without vmpod ({mode})")
+    finally:
+        subprocess.run(["xl", "destroy", "echo"], capture_output=True, timeout=120, check=False)
+
+
+def _connect(path: Path) -> socket.socket:
+    deadline = time.monotonic() + 120
+    while True:
+        channel = socket.socket(socket.AF_UNIX)
+        try:
+            channel.connect(str(path))
+            channel.settimeout(120)
+            return channel
+        except OSError:
+            channel.close()
+            assert time.monotonic() < deadline, f"no channel socket {path}"
+            time.sleep(0.5)
+
+
+class LogKeeper(threading.Thread):
+    """Links each new guest console, device model and xl log into KEPT/<check>/ (polled: dom0 has no
+    inotify tool, and Python's standard library has no inotify)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.check = "setup"
+        self.kept: set[int] = set()
+
+    def run(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                self.sweep()
+            time.sleep(0.2)
+
+    def sweep(self) -> None:
+        for path in [*XEN_LOGS.glob("console/guest-*.log"), *XEN_LOGS.glob("qemu-dm-*"), *XEN_LOGS.glob("xl-*")]:
+            with contextlib.suppress(OSError):  # gone already, or linked since the glob
+                inode = path.stat().st_ino
+                if inode not in self.kept:
+                    (KEPT / self.check).mkdir(parents=True, exist_ok=True)
+                    os.link(path, KEPT / self.check / path.name)
+                    self.kept.add(inode)  # a kept inode is never reused: the link holds it
+
+    def save(self) -> None:
+        """Writes KEPT as one tar over the log disk (the harness unpacks it into build/xen/)."""
+        if LOG_DISK.is_block_device() and KEPT.is_dir():
+            subprocess.run(["tar", "-cf", str(LOG_DISK), "-C", str(KEPT.parent), KEPT.name], check=False)
+            subprocess.run(["sync"], check=False)
+
+
+KEEPER = LogKeeper()
+
+
 class CheckTimeout(Exception):
     pass
 
@@ -322,9 +511,10 @@ def _timed_out(signo: int, frame: object) -> None:
 
 
 def _diagnose() -> str:
-    """What a failed check leaves to look at: the domains, the processes, the guests' consoles' ends."""
+    """What a failed check leaves to look at: the domains, the processes, its guests' consoles' ends."""
+    KEEPER.sweep()
     parts = [f"domains: {domains()}", processes()]
-    for log in sorted(Path("/var/log/xen/console").glob("guest-*.log")):
+    for log in sorted((KEPT / KEEPER.check).glob("guest-*.log")):
         parts.append(f"{log.name}: {log.read_bytes()[-600:].decode(errors='replace')}")
     return "\n".join(parts)
 
@@ -345,9 +535,11 @@ def main() -> int:
     failed = 0
     only = set(sys.argv[1:])
     signal.signal(signal.SIGALRM, _timed_out)
+    KEEPER.start()
     for name, fn in CHECKS:
-        if only and name not in only:
+        if (only and name not in only) or (not only and name in DIAGNOSTICS):
             continue
+        KEEPER.check = name
         started = time.monotonic()
         signal.alarm(CHECK_TIMEOUT_S)  # a hung guest must not hold the whole run (nested TCG hangs)
         try:
@@ -367,6 +559,8 @@ def main() -> int:
             with contextlib.suppress(Exception):
                 _reset()
         result["seconds"] = round(time.monotonic() - started, 1)
+        KEEPER.sweep()
+        KEEPER.save()
         print("VMPOD-XEN CHECK " + json.dumps(result), flush=True)
     return 1 if failed else 0
 

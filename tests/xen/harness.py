@@ -6,7 +6,9 @@ line per check, `VMPOD-XEN DONE <status>` at the end. Nested TCG is slow and not
 boot that never reaches READY is retried, checks that failed are run again in up to two fresh boots (a
 check passes if it passed in one of them; pytest warns when that took a rerun), each check is
 bounded in dom0 (VMPOD_XEN_CHECK_TIMEOUT, default 420 s) and the whole run by VMPOD_XEN_TIMEOUT
-(default 2400 s), and every attempt's console is kept under build/xen/.
+(default 2400 s), and every attempt's console is kept under build/xen/, with each guest's console,
+device model and xl log (dom0 keeps them and writes them as a tar over a log disk) under
+build/xen/console-<attempt>.guests/<check>/.
 
     python3 -m tests.xen.harness      # build, boot, print the results (what `make test-xen` asserts on)
 """
@@ -19,8 +21,10 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
+import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +41,8 @@ KERNEL_CACHE = Path(os.environ.get("VMPOD_KERNEL_CACHE", "/var/cache/vmpod/kerne
 XEN_CMDLINE = "console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M noreboot smap=0 loglvl=warning guest_loglvl=all"
 # VMPOD_XEN_CPU: the nested machine's -cpu, for diagnosis (e.g. max,-avx,-avx2 to take AVX away).
 CPU = os.environ.get("VMPOD_XEN_CPU", "max")
+# VMPOD_XEN_SMP: the nested machine's CPUs (Xen's and so dom0's and the guests'), for diagnosis.
+SMP = os.environ.get("VMPOD_XEN_SMP", "2")
 DOM0_CMDLINE = "console=hvc0 earlyprintk=xen loglevel=4 panic=30"
 READY_TIMEOUT_S = float(os.environ.get("VMPOD_XEN_READY_TIMEOUT", "600"))
 # A normal run takes ~8 min, with reruns ~11: the limit ends a run whose nested machine hung.
@@ -48,6 +54,8 @@ ATTEMPTS = int(os.environ.get("VMPOD_XEN_ATTEMPTS", "2"))
 RERUN_SETUP = ("info_selects_xen", "import_image")
 RERUNS = int(os.environ.get("VMPOD_XEN_RERUNS", "2"))
 RERUN_LIMIT = int(os.environ.get("VMPOD_XEN_RERUN_LIMIT", "6"))
+# dom0 writes its kept guest logs as a tar over this disk (dom0_checks.LogKeeper); sparse, so free.
+LOG_DISK_BYTES = 256 << 20
 MARK = re.compile(r"VMPOD-XEN (\w+) ?(.*)")
 
 
@@ -90,16 +98,26 @@ def build() -> tuple[Path, Path, Path]:
     return hypervisor / "xen.elf", hypervisor / "vmlinuz", initrd
 
 
+def log_disk(console: Path) -> Path:
+    return console.with_suffix(".guests.img")
+
+
+def guest_logs(console: Path) -> Path:
+    """Where a boot's guest consoles, device model and xl logs end up: <dir>/<check>/<file>."""
+    return console.with_suffix(".guests")
+
+
 def qemu_argv(xen: Path, kernel: Path, initrd: Path, console: Path, only: list[str]) -> list[str]:
-    for path in (xen, kernel, initrd, console):
+    for path in (xen, kernel, initrd, console, log_disk(console)):
         if "," in str(path):
-            raise RuntimeError(f"{path}: QEMU's multiboot module list cannot hold a comma")
+            raise RuntimeError(f"{path}: QEMU's multiboot module list and -drive cannot hold a comma")
     # fmt: off
     return [
         "qemu-system-x86_64",
-        "-accel", "tcg", "-M", "q35", "-cpu", CPU, "-smp", "2", "-m", "3072",
+        "-accel", "tcg", "-M", "q35", "-cpu", CPU, "-smp", SMP, "-m", "3072",
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-chardev", f"file,id=com1,path={console}", "-serial", "chardev:com1",
+        "-drive", f"file={log_disk(console)},format=raw,if=none,id=logs", "-device", "virtio-blk-pci,drive=logs",
         "-kernel", str(xen), "-append", XEN_CMDLINE,
         "-initrd", f"{kernel} {DOM0_CMDLINE}{_checks_arg(only)},{initrd}",
     ]
@@ -118,13 +136,18 @@ def _checks_arg(names: list[str]) -> str:
     limit = os.environ.get("VMPOD_XEN_CHECK_TIMEOUT", "")  # seconds per check in dom0
     if limit and not limit.isdigit():
         raise RuntimeError(f"VMPOD_XEN_CHECK_TIMEOUT={limit!r} is not a number of seconds")
-    return arg + (f" vmpod.check_timeout={limit}" if limit else "")
+    mode = os.environ.get("VMPOD_XEN_GUEST_MODE", "")  # the guests' VMPOD_XEN_MODE in dom0
+    if mode not in ("", "pvh", "pv"):
+        raise RuntimeError(f"VMPOD_XEN_GUEST_MODE={mode!r} is neither pvh nor pv")
+    return arg + (f" vmpod.check_timeout={limit}" if limit else "") + (f" vmpod.mode={mode}" if mode else "")
 
 
 def boot_once(xen: Path, kernel: Path, initrd: Path, console: Path, deadline: float, only: list[str]) -> Outcome:
     outcome = Outcome(console)
     argv = qemu_argv(xen, kernel, initrd, console, only)
     console.write_bytes(b"")
+    with log_disk(console).open("wb") as disk:
+        disk.truncate(LOG_DISK_BYTES)
     (console.with_suffix(".cmd")).write_text(shlex.join(argv) + "\n")
     started = time.monotonic()
     qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -161,7 +184,34 @@ def boot_once(xen: Path, kernel: Path, initrd: Path, console: Path, deadline: fl
         if qemu.returncode and outcome.done is None:
             outcome.errors.append(f"QEMU exited with {qemu.returncode}: {err.decode(errors='replace').strip()[-500:]}")
     outcome.duration_s = time.monotonic() - started
+    try:
+        unpack_guest_logs(log_disk(console), guest_logs(console))
+    except (OSError, tarfile.TarError) as e:
+        outcome.errors.append(f"the guests' logs could not be unpacked: {e}")
+    log_disk(console).unlink(missing_ok=True)
     return outcome
+
+
+def _plain_name(name: str) -> bool:
+    return re.fullmatch(r"[\w.-]+", name) is not None and name not in (".", "..")
+
+
+def unpack_guest_logs(disk: Path, dest: Path) -> None:
+    """The tar dom0 wrote over the log disk (nothing if it wrote none): plain files only, each kept
+    under dest/<check>/, whatever names the archive holds."""
+    shutil.rmtree(dest, ignore_errors=True)
+    with disk.open("rb") as f:
+        if f.read(512).count(0) == 512:  # dom0 never wrote (no check finished)
+            return
+    with tarfile.open(disk, "r:") as archive:
+        for member in archive:
+            parts = Path(member.name).parts
+            if not member.isfile() or len(parts) != 3 or not all(_plain_name(p) for p in parts):
+                continue
+            source = archive.extractfile(member)
+            assert source is not None
+            (dest / parts[1]).mkdir(parents=True, exist_ok=True)
+            (dest / parts[1] / parts[2]).write_bytes(source.read())
 
 
 def _note(outcome: Outcome, line: str, started: float) -> None:
@@ -227,7 +277,7 @@ def _run_locked() -> Outcome:
 
 
 def _failed(outcome: Outcome, wanted: list[str]) -> list[str]:
-    names = wanted or [name for name, _ in dom0_checks.CHECKS]
+    names = wanted or [name for name, _ in dom0_checks.CHECKS if name not in dom0_checks.DIAGNOSTICS]
     return [n for n in names if not outcome.checks.get(n, {}).get("ok")]
 
 
