@@ -13,6 +13,9 @@ import time
 import pytest
 
 from tests.conftest import Vmpod, qemu_processes
+from vmpod.container import control
+from vmpod.guest.codec import encode_frame
+from vmpod.guest.messages import Message
 
 pytestmark = pytest.mark.integration
 
@@ -174,3 +177,23 @@ def test_attach_sends_stdin_and_returns_the_exit_code(vmpod: Vmpod) -> None:
     done = vmpod("attach", "chat", input=b"hello\nquit\n")
     assert (done.returncode, done.stdout) == (4, b"got hello\ngot quit\n"), done.stderr
     vmpod("rm", "chat", check=True)
+
+
+def test_an_exec_whose_client_garbles_its_stream_is_killed_not_ended_cleanly(vmpod: Vmpod) -> None:
+    """A client that sends what is no client frame (a bug, a memory fault) must not leave the process a
+    clean EOF on a stdin cut short, and itself a status of success: the process is killed, and the
+    client gets no exit status (`vmpod exec` then says the exec broke, status 125)."""
+    container_id = _detach(vmpod, "--name", "garbled", "busybox", "sleep", "600")
+    script = "cat >/dev/null; echo clean-eof >/tmp/marker"
+    request = {"op": "exec", "args": ["sh", "-c", script], "env": [], "workdir": "", "user": "", "tty": False}
+    with control.connect(vmpod.root / "containers" / container_id) as sock:
+        sock.sendall(control.encode({**request, "interactive": True, "detach": False}))
+        replies = sock.makefile("rb")
+        assert json.loads(replies.readline()) == {"ok": True}
+        sock.sendall(encode_frame(Message.STDIN, 0, b"the first half of the input"))
+        sock.sendall(encode_frame(Message.EXIT, 0))  # only the supervisor sends EXIT
+        assert replies.read() == b""  # closed, without an EXIT frame
+    assert vmpod("exec", "garbled", "cat", "/tmp/marker").returncode == 1  # sh never saw an EOF
+    log = (vmpod.root / "containers" / container_id / "supervisor.log").read_text()
+    assert "a client broke its stream" in log and "unexpected EXIT from a client" in log
+    vmpod("rm", "-f", "garbled", check=True)

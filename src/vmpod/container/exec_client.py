@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -58,13 +59,14 @@ async def relay(
                     header = decode_header(await reader.readexactly(HEADER_SIZE))
                     payload = await reader.readexactly(header.length)
                 except asyncio.IncompleteReadError:
-                    raise ProtocolError("the supervisor closed the connection") from None
+                    raise ProtocolError("the supervisor ended the exec without its exit status") from None
                 if header.type in (Message.STDOUT, Message.STDERR):
                     await write(0, header.type, payload)
                 elif header.type is Message.EXIT:
                     fields = decode_fields(payload, _EXIT_FIELDS)
                     return exit_code(ExitStatus(fields.u32(Field.EXIT_CODE), fields.u32(Field.EXIT_SIGNAL)))
-    except ProtocolError:
+    except ProtocolError as e:  # the process's status is unknown: an engine error, said once, never a success
+        print(f"vmpod: error: the exec broke: {e} (the container's supervisor.log says why)", file=sys.stderr)
         return ExitCode.ENGINE
     finally:
         writer.close()

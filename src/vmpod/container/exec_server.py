@@ -9,6 +9,7 @@ runs end to end), the client's STDIN, STDIN_CLOSE, RESIZE and SIGNAL go to the p
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from contextlib import suppress
 from typing import Any
@@ -23,6 +24,7 @@ from vmpod.guest.session import AgentError, AgentSession, ExitStatus, OutputSink
 _CLIENT_FIELDS = frozenset({Field.ROWS, Field.COLS, Field.SIGNO})
 TOP_TITLES = ["PID", "PPID", "USER", "STAT", "COMMAND"]
 TOP_COMMAND = ["ps", "-o", "pid,ppid,user,stat,args"]
+log = logging.getLogger("vmpod")
 
 
 async def _discard(process: int, kind: Message, data: bytes) -> None:
@@ -70,11 +72,17 @@ async def serve_exec(
     if detach:
         return
     await writer.drain()
-    pump = asyncio.create_task(from_client(session, reader, handle, client_gone, kill_on_close=kill_on_close))
+    garbled = asyncio.Event()
+    pump = asyncio.create_task(
+        from_client(session, reader, handle, client_gone, kill_on_close=kill_on_close, garbled=garbled)
+    )
     try:
         status = await session.wait_exit(handle)
     finally:
         pump.cancel()
+    if garbled.is_set():  # no EXIT: the client must report a broken stream, not a (killed) process's status
+        writer.close()
+        return
     writer.write(encode_frame(Message.EXIT, 0, encode_fields(exit_fields(status))))
 
 
@@ -85,8 +93,11 @@ async def from_client(
     gone: asyncio.Event,
     close_stdin: bool = True,
     kill_on_close: bool = False,
+    garbled: asyncio.Event | None = None,
 ) -> None:
-    """The client's frames to process `handle`, until the client goes away."""
+    """The client's frames to process `handle`, until the client goes away. A client that sends what is
+    not a frame it may send has broken its stream: with `garbled` given (exec), the process is killed
+    and garbled set, so that a stdin cut short never ends in a clean EOF and a status of success."""
     try:
         while True:
             header = decode_header(await reader.readexactly(HEADER_SIZE))
@@ -104,10 +115,15 @@ async def from_client(
                     await session.signal(decode_fields(payload, _CLIENT_FIELDS).u32(Field.SIGNO) or 15, handle)
             else:
                 raise ProtocolError(f"unexpected {header.type.name} from a client")
-    except (asyncio.IncompleteReadError, ConnectionError, ProtocolError):
+    except (asyncio.IncompleteReadError, ConnectionError, ProtocolError) as e:
         gone.set()
+        broken = isinstance(e, ProtocolError)
+        if broken:
+            log.warning("a client broke its stream to process %d: %s", handle, e)
+        if broken and garbled is not None:
+            garbled.set()
         with suppress(AgentError, ProtocolError):
-            if kill_on_close:
+            if kill_on_close or (broken and garbled is not None):
                 await session.signal(signal.SIGKILL, handle)
             elif close_stdin:  # a detaching `attach` leaves the container's stdin open, as Docker does
                 await session.close_stdin(handle)
