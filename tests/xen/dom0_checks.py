@@ -350,14 +350,15 @@ def _differences(sent: bytes, got: bytes) -> str:
     return f"changed {[f'{o:#x}+{n}' for o, n in runs[:6]]}, first bytes {got[first : first + 32].hex()}"
 
 
-def _soak(send: Callable[[bytes], bytes], what: str) -> None:
-    """SOAK_ROUNDS transfers of SOAK_BYTES random bytes through send, which returns what came back."""
+def _soak(send: Callable[[bytes], bytes | str], what: str) -> None:
+    """SOAK_ROUNDS transfers of SOAK_BYTES random bytes through send, which returns what came back
+    (or why nothing did)."""
     bad = []
     for i in range(SOAK_ROUNDS):
         data = os.urandom(SOAK_BYTES)
         got = send(data)
         if got != data:
-            bad.append(f"#{i}: {_differences(data, got)}")
+            bad.append(f"#{i}: {got if isinstance(got, str) else _differences(data, got)}")
     print(f"VMPOD-XEN INFO {what}: {len(bad)} of {SOAK_ROUNDS} transfers wrong {bad}", flush=True)
     assert not bad, f"{len(bad)} of {SOAK_ROUNDS} transfers wrong: {bad}"
 
@@ -367,9 +368,11 @@ def stdin_soak() -> None:
     """1 MiB through `exec -i … cat` and back, ten times, in one container (VMPOD_XEN_MODE's mode)."""
     ok(vmpod("run", "-d", "--name", "soak", *NONE, "busybox", "sleep", "3000"), "run -d")
 
-    def send(data: bytes) -> bytes:
+    def send(data: bytes) -> bytes | str:
         done = vmpod("exec", "-i", "soak", "cat", input=data)
-        return done.stdout if done.returncode == 0 else f"exit {done.returncode}: {done.stderr[-200:]!r}".encode()
+        if done.returncode != 0:
+            return f"exit {done.returncode} after {len(done.stdout)} bytes: {done.stderr[-300:]!r}"
+        return done.stdout
 
     try:
         _soak(send, f"stdin soak ({os.environ.get('VMPOD_XEN_MODE', 'pvh')})")
@@ -395,6 +398,15 @@ def newc(entries: list[tuple[str, int, bytes]]) -> bytes:
 ECHO_INIT = b"""#!/bin/busybox sh
 /bin/busybox mount -t devtmpfs dev /dev
 /bin/busybox mount -t sysfs sys /sys
+/bin/busybox mount -t proc proc /proc
+if [ -b /dev/xvda ]; then  # disk traffic meanwhile: 16 MiB written, the whole disk read, uncached
+    (while :; do
+        /bin/busybox dd if=/dev/urandom of=/dev/xvda bs=64k count=256 2>/dev/null
+        /bin/busybox sync
+        echo 3 >/proc/sys/vm/drop_caches
+        /bin/busybox dd if=/dev/xvda of=/dev/null bs=64k 2>/dev/null
+    done) &
+fi
 for i in 1 2 3; do
     (exec 3<>/dev/hvc$i && /bin/busybox stty raw -echo <&3 && exec /bin/busybox cat <&3 >&3) &
 done
@@ -407,6 +419,17 @@ exec /bin/busybox sleep 100000
 def channel_echo_without_vmpod() -> None:
     """The same soak through a Xen console channel with no vmpod on either side: a domain whose init
     echoes the channel back, driven by dom0 over the channel's socket."""
+    _echo_soak(disk=False)
+
+
+@diagnostic
+def channel_echo_with_disk_io() -> None:
+    """As channel_echo_without_vmpod, while the domain reads and writes a qcow2 disk through qdisk (the
+    device model that also serves the channel), as a container's root disk is."""
+    _echo_soak(disk=True)
+
+
+def _echo_soak(disk: bool) -> None:
     work = Path("/tmp/echo")
     work.mkdir(exist_ok=True)
     with tarfile.open(TARBALL) as image:
@@ -428,6 +451,10 @@ def channel_echo_without_vmpod() -> None:
         'tsc_mode = "native"',
         f'channel = [ "connection=pty, name=org.vmpod.dummy", "connection=socket, path={path}, name=org.vmpod.echo" ]',
     ]
+    if disk:
+        qcow2 = work / "disk.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(qcow2), "64M"], check=True)
+        config.append(f'disk = [ "format=qcow2, vdev=xvda, access=rw, backendtype=qdisk, target={qcow2}" ]')
     (work / "echo.cfg").write_text("\n".join(config) + "\n")
     ok_xl = subprocess.run(["xl", "create", str(work / "echo.cfg")], capture_output=True, timeout=300)
     assert ok_xl.returncode == 0, ok_xl.stderr[-500:]
@@ -439,7 +466,7 @@ def channel_echo_without_vmpod() -> None:
             time.sleep(1)
         time.sleep(2)  # its channel is raw a moment after it says so
 
-        def send(data: bytes) -> bytes:
+        def send(data: bytes) -> bytes | str:
             writer = threading.Thread(target=channel.sendall, args=(data,), daemon=True)
             writer.start()
             got = bytearray()
@@ -449,7 +476,7 @@ def channel_echo_without_vmpod() -> None:
             writer.join(10)
             return bytes(got)
 
-        _soak(send, f"channel echo without vmpod ({mode})")
+        _soak(send, f"channel echo without vmpod ({mode}{', disk traffic' if disk else ''})")
     finally:
         subprocess.run(["xl", "destroy", "echo"], capture_output=True, timeout=120, check=False)
 
@@ -493,8 +520,12 @@ class LogKeeper(threading.Thread):
                     self.kept.add(inode)  # a kept inode is never reused: the link holds it
 
     def save(self) -> None:
-        """Writes KEPT as one tar over the log disk (the harness unpacks it into build/xen/)."""
-        if LOG_DISK.is_block_device() and KEPT.is_dir():
+        """Writes KEPT, with dom0's kernel log (its segfault lines), as one tar over the log disk (the
+        harness unpacks it into build/xen/)."""
+        (KEPT / "dom0").mkdir(parents=True, exist_ok=True)
+        with (KEPT / "dom0" / "dmesg.log").open("wb") as out:
+            subprocess.run(["dmesg"], stdout=out, check=False)
+        if LOG_DISK.is_block_device():
             subprocess.run(["tar", "-cf", str(LOG_DISK), "-C", str(KEPT.parent), KEPT.name], check=False)
             subprocess.run(["sync"], check=False)
 

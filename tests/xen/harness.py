@@ -41,6 +41,8 @@ KERNEL_CACHE = Path(os.environ.get("VMPOD_KERNEL_CACHE", "/var/cache/vmpod/kerne
 XEN_CMDLINE = "console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M noreboot smap=0 loglvl=warning guest_loglvl=all"
 # VMPOD_XEN_CPU: the nested machine's -cpu, for diagnosis (e.g. max,-avx,-avx2 to take AVX away).
 CPU = os.environ.get("VMPOD_XEN_CPU", "max")
+# VMPOD_XEN_QEMU: the QEMU that runs the nested machine (e.g. a newer one's wrapper), for diagnosis.
+QEMU = os.environ.get("VMPOD_XEN_QEMU", "qemu-system-x86_64")
 # VMPOD_XEN_SMP: the nested machine's CPUs (Xen's and so dom0's and the guests'), for diagnosis.
 SMP = os.environ.get("VMPOD_XEN_SMP", "2")
 DOM0_CMDLINE = "console=hvc0 earlyprintk=xen loglevel=4 panic=30"
@@ -113,7 +115,7 @@ def qemu_argv(xen: Path, kernel: Path, initrd: Path, console: Path, only: list[s
             raise RuntimeError(f"{path}: QEMU's multiboot module list and -drive cannot hold a comma")
     # fmt: off
     return [
-        "qemu-system-x86_64",
+        QEMU,
         "-accel", "tcg", "-M", "q35", "-cpu", CPU, "-smp", SMP, "-m", "3072",
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-chardev", f"file,id=com1,path={console}", "-serial", "chardev:com1",
