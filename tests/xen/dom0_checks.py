@@ -380,6 +380,17 @@ def stdin_soak() -> None:
         vmpod("rm", "-f", "soak")
 
 
+@diagnostic
+def dom0_pipe_soak() -> None:
+    """The same soak through `cat | cat | cat` in dom0 alone: no guest, no vmpod, no Xen device."""
+
+    def send(data: bytes) -> bytes | str:
+        done = subprocess.run(["sh", "-c", "cat | cat | cat"], input=data, capture_output=True, check=False)
+        return done.stdout if done.returncode == 0 else f"exit {done.returncode}: {done.stderr[-300:]!r}"
+
+    _soak(send, "dom0 pipe soak")
+
+
 def newc(entries: list[tuple[str, int, bytes]]) -> bytes:
     """A newc cpio archive (what the kernel unpacks as an initramfs) of (name, mode, data)."""
     out = bytearray()
@@ -496,8 +507,8 @@ def _connect(path: Path) -> socket.socket:
 
 
 class LogKeeper(threading.Thread):
-    """Links each new guest console, device model and xl log into KEPT/<check>/ (polled: dom0 has no
-    inotify tool, and Python's standard library has no inotify)."""
+    """Links each new guest console, device model and xl log, and each container's supervisor.log, into
+    KEPT/<check>/ (polled: dom0 has no inotify tool, and Python's standard library has no inotify)."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
@@ -511,12 +522,15 @@ class LogKeeper(threading.Thread):
             time.sleep(0.2)
 
     def sweep(self) -> None:
-        for path in [*XEN_LOGS.glob("console/guest-*.log"), *XEN_LOGS.glob("qemu-dm-*"), *XEN_LOGS.glob("xl-*")]:
+        logs = [(p, p.name) for p in [*XEN_LOGS.glob("console/guest-*.log"), *XEN_LOGS.glob("qemu-dm-*")]]
+        logs += [(p, p.name) for p in XEN_LOGS.glob("xl-*")]
+        logs += [(p, f"supervisor-{p.parent.name[:12]}.log") for p in ROOT.glob("containers/*/supervisor.log")]
+        for path, name in logs:
             with contextlib.suppress(OSError):  # gone already, or linked since the glob
                 inode = path.stat().st_ino
                 if inode not in self.kept:
                     (KEPT / self.check).mkdir(parents=True, exist_ok=True)
-                    os.link(path, KEPT / self.check / path.name)
+                    os.link(path, KEPT / self.check / name)
                     self.kept.add(inode)  # a kept inode is never reused: the link holds it
 
     def save(self) -> None:
