@@ -24,9 +24,12 @@ xen_require() {
     done
 }
 
-# apt-get download into the current directory, as root too (apt's _apt user cannot write our dirs).
-xen_download() {
+# apt-get, as root too for its downloads (apt's _apt user cannot write our dirs).
+xen_apt() {
     local sandbox=()
     [ "$(id -u)" = 0 ] && sandbox=(-o APT::Sandbox::User=root)
-    apt-get -q "${sandbox[@]}" download "$@" >&2
+    apt-get -q "${sandbox[@]}" "$@" >&2
 }
+
+# apt-get download into the current directory.
+xen_download() { xen_apt download "$@"; }

@@ -41,13 +41,15 @@ xl info | grep -E '^(xen_version|xen_caps|virt_caps|total_memory|free_memory|nr_
 
 code=0
 if [ -x /opt/vmpod/run-checks ]; then
-    # vmpod.checks=NAME+NAME on the kernel command line runs only those checks (VMPOD_XEN_CHECKS on the host).
-    only=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^vmpod\.checks=//p' | tr '+' ' ')
+    # The value of vmpod.NAME=VALUE on the kernel command line, if VALUE matches the pattern $2.
+    cmdline_arg() { tr ' ' '\n' </proc/cmdline | sed -n "s/^vmpod\\.$1=\\($2\\)\$/\\1/p"; }
+    # vmpod.checks=NAME+NAME runs only those checks (VMPOD_XEN_CHECKS on the host).
+    only=$(cmdline_arg checks '[A-Za-z0-9_+]*' | tr '+' ' ')
     # vmpod.check_timeout=S bounds each check (VMPOD_XEN_CHECK_TIMEOUT on the host; dom0_checks.py's default).
-    limit=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^vmpod\.check_timeout=\([0-9]*\)$/\1/p')
+    limit=$(cmdline_arg check_timeout '[0-9]*')
     [ -n "$limit" ] && export VMPOD_XEN_CHECK_TIMEOUT="$limit"
     # vmpod.mode=pv boots every guest paravirtualised (VMPOD_XEN_GUEST_MODE on the host).
-    mode=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^vmpod\.mode=\(pvh\|pv\)$/\1/p')
+    mode=$(cmdline_arg mode 'pvh\|pv')
     [ -n "$mode" ] && export VMPOD_XEN_MODE="$mode"
     # shellcheck disable=SC2086
     /opt/vmpod/run-checks $only || code=$?

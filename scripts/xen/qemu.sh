@@ -22,8 +22,7 @@ printf 'deb %s %s main\n' "$XEN_MIRROR" "$suite" >"$state/sources.list"
 apt_private=(-o "Dir::Etc::SourceList=$state/sources.list" -o Dir::Etc::SourceParts=/dev/null
              -o "Dir::State::Lists=$state/lists" -o "Dir::Cache=$state" -o "Dir::Cache::archives=$state/archives"
              -o Debug::NoLocking=1)
-[ "$(id -u)" = 0 ] && apt_private+=(-o APT::Sandbox::User=root)
-apt-get -q "${apt_private[@]}" update >&2 || xdie "apt-get update of $suite failed"
+xen_apt "${apt_private[@]}" update || xdie "apt-get update of $suite failed"
 versions=$(for p in "${packages[@]}"; do
     printf '%s=%s\n' "$p" "$(apt-cache "${apt_private[@]}" policy "$p" | sed -n 's/^ *Candidate: //p')"
 done)
@@ -37,7 +36,7 @@ work=$(mktemp -d "$XEN_CACHE/.qemu.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 xlog "downloading $(tr '\n' ' ' <<<"$versions")from $suite"
 # shellcheck disable=SC2046
-(cd "$work" && apt-get -q "${apt_private[@]}" download $(printf '%s/'"$suite"' ' "${packages[@]}") >&2)
+(cd "$work" && xen_download "${apt_private[@]}" $(printf '%s/'"$suite"' ' "${packages[@]}"))
 for deb in "$work"/*.deb; do
     dpkg-deb -x "$deb" "$work/root"
 done

@@ -52,7 +52,7 @@ def test_console_lines_become_results_and_diagnoses() -> None:
 def test_every_check_that_did_not_pass_is_rerun() -> None:
     outcome = harness.Outcome(Path("console.log"))
     outcome.checks = {"info_selects_xen": {"ok": True}, "import_image": {"ok": False}}
-    every = [name for name, _ in dom0_checks.CHECKS if name not in dom0_checks.DIAGNOSTICS]
+    every = dom0_checks.regular_checks()
     assert harness._failed(outcome, []) == every[1:]  # failed, or never reported (a hang ended the boot)
     assert harness._failed(outcome, ["info_selects_xen"]) == []
 

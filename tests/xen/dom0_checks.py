@@ -2,7 +2,8 @@
 tests/integration/test_run.py and test_lifecycle.py, against the Xen driver, through the real CLI.
 
 Each check prints one `VMPOD-XEN CHECK {json}` line on the console (name, ok, detail, seconds);
-tests/xen/test_xen.py asserts on them. Standard library only: dom0 has Debian's python3 and vmpod.
+tests/xen/test_xen.py asserts on them. The standard library and vmpod only: dom0 has Debian's python3
+and vmpod (the echo diagnostics write their domain's config with vmpod's own).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import os
 import pty
 import re
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -26,6 +26,9 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+
+from vmpod.hypervisor.xen import Domain, XenDisk, XenMode, domain_config
+from vmpod.hypervisor.xenguard import connect_channel
 
 ROOT = Path(os.environ.get("VMPOD_ROOT", "/var/lib/vmpod"))
 TARBALL = "/opt/vmpod/busybox.tar"
@@ -38,8 +41,14 @@ KEPT = Path("/var/log/kept")
 # The harness's log disk (-device virtio-blk-pci): KEPT goes there as a tar after each check.
 LOG_DISK = Path("/dev/vda")
 GUEST_KERNEL = "/opt/vmpod/kernels/minimal-xen/bzImage"
+GUEST_MODE = os.environ.get("VMPOD_XEN_MODE", "pvh")  # what vmpod boots its guests as (dom0-init.sh)
 CHECKS: list[tuple[str, Callable[[], None]]] = []
 DIAGNOSTICS: set[str] = set()  # run only when named (VMPOD_XEN_CHECKS), never by default
+
+
+def regular_checks() -> list[str]:
+    """What a run does when no check is named: every check but the diagnostics."""
+    return [name for name, _ in CHECKS if name not in DIAGNOSTICS]
 
 
 def check(fn: Callable[[], None]) -> Callable[[], None]:
@@ -375,7 +384,7 @@ def stdin_soak() -> None:
         return done.stdout
 
     try:
-        _soak(send, f"stdin soak ({os.environ.get('VMPOD_XEN_MODE', 'pvh')})")
+        _soak(send, f"stdin soak ({GUEST_MODE})")
     finally:
         vmpod("rm", "-f", "soak")
 
@@ -450,27 +459,29 @@ def _echo_soak(disk: bool) -> None:
         entries += [("init", 0o100755, ECHO_INIT), ("bin/busybox", 0o100755, busybox.read())]
     (work / "initrd").write_bytes(newc(entries))
     path = work / "channel.sock"
-    mode = os.environ.get("VMPOD_XEN_MODE", "pvh")
-    config = [
-        'name = "echo"',
-        f'type = "{mode}"',
-        f'kernel = "{GUEST_KERNEL}"',
-        f'ramdisk = "{work / "initrd"}"',
-        'extra = "console=hvc0"',
-        "memory = 256",
-        'on_poweroff = "destroy"',
-        'tsc_mode = "native"',
-        f'channel = [ "connection=pty, name=org.vmpod.dummy", "connection=socket, path={path}, name=org.vmpod.echo" ]',
-    ]
+    disks: tuple[XenDisk, ...] = ()
     if disk:
         qcow2 = work / "disk.qcow2"
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(qcow2), "64M"], check=True)
-        config.append(f'disk = [ "format=qcow2, vdev=xvda, access=rw, backendtype=qdisk, target={qcow2}" ]')
-    (work / "echo.cfg").write_text("\n".join(config) + "\n")
+        disks = (XenDisk(str(qcow2)),)
+    # vmpod's own domain config (its dummy channel first, tsc_mode), with this domain's init and channel.
+    domain = Domain(
+        name="echo",
+        vcpus=1,
+        memory_mib=256,
+        kernel=GUEST_KERNEL,
+        ramdisk=str(work / "initrd"),
+        cmdline=("console=hvc0",),
+        channel_path=str(path),
+        disks=disks,
+        mode=XenMode(GUEST_MODE),
+    )
+    (work / "echo.cfg").write_text(domain_config(domain))
     ok_xl = subprocess.run(["xl", "create", str(work / "echo.cfg")], capture_output=True, timeout=300)
     assert ok_xl.returncode == 0, ok_xl.stderr[-500:]
     try:
-        channel = _connect(path)
+        channel = connect_channel(str(path), time.monotonic() + 120)
+        channel.settimeout(120)
         deadline = time.monotonic() + 120
         while b"vmpod-echo-ready" not in Path("/var/log/xen/console/guest-echo.log").read_bytes():
             assert time.monotonic() < deadline, "the echo domain's init never got ready"
@@ -487,23 +498,9 @@ def _echo_soak(disk: bool) -> None:
             writer.join(10)
             return bytes(got)
 
-        _soak(send, f"channel echo without vmpod ({mode}{', disk traffic' if disk else ''})")
+        _soak(send, f"channel echo without vmpod ({GUEST_MODE}{', disk traffic' if disk else ''})")
     finally:
         subprocess.run(["xl", "destroy", "echo"], capture_output=True, timeout=120, check=False)
-
-
-def _connect(path: Path) -> socket.socket:
-    deadline = time.monotonic() + 120
-    while True:
-        channel = socket.socket(socket.AF_UNIX)
-        try:
-            channel.connect(str(path))
-            channel.settimeout(120)
-            return channel
-        except OSError:
-            channel.close()
-            assert time.monotonic() < deadline, f"no channel socket {path}"
-            time.sleep(0.5)
 
 
 class LogKeeper(threading.Thread):
@@ -522,9 +519,10 @@ class LogKeeper(threading.Thread):
             time.sleep(0.2)
 
     def sweep(self) -> None:
-        logs = [(p, p.name) for p in [*XEN_LOGS.glob("console/guest-*.log"), *XEN_LOGS.glob("qemu-dm-*")]]
-        logs += [(p, p.name) for p in XEN_LOGS.glob("xl-*")]
-        logs += [(p, f"supervisor-{p.parent.name[:12]}.log") for p in ROOT.glob("containers/*/supervisor.log")]
+        xen = [*XEN_LOGS.glob("console/guest-*.log"), *XEN_LOGS.glob("qemu-dm-*"), *XEN_LOGS.glob("xl-*")]
+        logs = [(p, p.name) for p in xen] + [
+            (p, f"supervisor-{p.parent.name[:12]}.log") for p in ROOT.glob("containers/*/supervisor.log")
+        ]
         for path, name in logs:
             with contextlib.suppress(OSError):  # gone already, or linked since the glob
                 inode = path.stat().st_ino
@@ -578,11 +576,11 @@ def _reset() -> None:
 
 def main() -> int:
     failed = 0
-    only = set(sys.argv[1:])
+    wanted = set(sys.argv[1:]) or set(regular_checks())
     signal.signal(signal.SIGALRM, _timed_out)
     KEEPER.start()
     for name, fn in CHECKS:
-        if (only and name not in only) or (not only and name in DIAGNOSTICS):
+        if name not in wanted:
             continue
         KEEPER.check = name
         started = time.monotonic()

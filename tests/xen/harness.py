@@ -279,7 +279,7 @@ def _run_locked() -> Outcome:
 
 
 def _failed(outcome: Outcome, wanted: list[str]) -> list[str]:
-    names = wanted or [name for name, _ in dom0_checks.CHECKS if name not in dom0_checks.DIAGNOSTICS]
+    names = wanted or dom0_checks.regular_checks()
     return [n for n in names if not outcome.checks.get(n, {}).get("ok")]
 
 

@@ -15,7 +15,7 @@ from tests.xen import dom0_checks, harness
 
 pytestmark = pytest.mark.integration
 
-NAMES = [name for name, _ in dom0_checks.CHECKS if name not in dom0_checks.DIAGNOSTICS]
+NAMES = dom0_checks.regular_checks()
 
 
 def test_dom0_boots_and_runs_the_checks(nested_xen: harness.Outcome) -> None:

@@ -117,13 +117,12 @@ async def from_client(
                 raise ProtocolError(f"unexpected {header.type.name} from a client")
     except (asyncio.IncompleteReadError, ConnectionError, ProtocolError) as e:
         gone.set()
-        broken = isinstance(e, ProtocolError)
-        if broken:
+        if isinstance(e, ProtocolError):
             log.warning("a client broke its stream to process %d: %s", handle, e)
-        if broken and garbled is not None:
-            garbled.set()
+            if garbled is not None:
+                garbled.set()
         with suppress(AgentError, ProtocolError):
-            if kill_on_close or (broken and garbled is not None):
+            if kill_on_close or (garbled is not None and garbled.is_set()):
                 await session.signal(signal.SIGKILL, handle)
             elif close_stdin:  # a detaching `attach` leaves the container's stdin open, as Docker does
                 await session.close_stdin(handle)

@@ -109,7 +109,8 @@ def _wait_created(xl: subprocess.Popen[bytes], out: IO[bytes], deadline: float) 
     return False
 
 
-def _connect(path: str, deadline: float) -> socket.socket:
+def connect_channel(path: str, deadline: float) -> socket.socket:
+    """A connection to a domain's channel socket, retried until its device model listens or deadline."""
     while True:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -175,7 +176,7 @@ def main(argv: list[str]) -> int:
         if not _wait_created(xl, out, deadline):
             _say(out, "xl create failed")
             return 125
-        agent = _connect(domain.channel_path, time.monotonic() + CONNECT_TIMEOUT_S)
+        agent = connect_channel(domain.channel_path, time.monotonic() + CONNECT_TIMEOUT_S)
         with agent:
             socket.send_fds(channel, [b"c"], [agent.fileno()])
         channel.close()
