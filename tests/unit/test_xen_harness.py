@@ -33,6 +33,15 @@ def test_what_would_change_the_command_line_is_refused(
         harness._checks_arg(names)
 
 
+def test_xen_switches_fpu_state_eagerly_and_more_options_come_last(monkeypatch: pytest.MonkeyPatch) -> None:
+    files = [Path(f"/x/{n}") for n in ("xen.elf", "vmlinuz", "dom0.cpio", "console.log")]
+    argv = harness.qemu_argv(*files, [])
+    assert "spec-ctrl=eager-fpu" in argv[argv.index("-append") + 1].split()
+    monkeypatch.setattr(harness, "XEN_ARGS", "spec-ctrl=eager-fpu=0")  # Xen takes an option's last value
+    argv = harness.qemu_argv(*files, [])
+    assert argv[argv.index("-append") + 1].endswith(" spec-ctrl=eager-fpu=0")
+
+
 def test_console_lines_become_results_and_diagnoses() -> None:
     outcome = harness.Outcome(Path("console.log"))
     for line in [

@@ -1,6 +1,6 @@
 """The nested Xen suite boots a whole Xen machine under TCG (see harness.py): it runs under
-`make test-xen`, which sets VMPOD_XEN_TESTS=1. Elsewhere (`make test`, `pytest tests`) it is not collected,
-so it is never counted as skipped-but-done; README.md says why `make test` leaves it out."""
+`make test-xen` (which `make test` runs last, on its own), which sets VMPOD_XEN_TESTS=1. Elsewhere (`pytest
+tests`, the rest of `make test`) it is not collected, so it is never counted as skipped-but-done."""
 
 from __future__ import annotations
 
