@@ -83,7 +83,7 @@ test: test-deps venv agent kernel stock-kernel build/busybox.tar
 	$(MAKE) test-xen
 
 # Xen as the second hypervisor, verified in a Xen dom0 nested under QEMU TCG (~6 min, plus ~3 to build the
-# dom0 rootfs once; at most 40). `test` runs it last, alone: the nested machine wants both cores.
+# dom0 rootfs once; at most 40). `test` runs it last, alone, so that no other VM competes with the nested one.
 test-xen: test-deps venv agent kernel build/busybox.tar
 	$(call apt_install,$(XEN_PACKAGES))
 	VMPOD_XEN_TESTS=1 $(VENV)/bin/pytest -q tests/xen
