@@ -39,7 +39,7 @@ KERNEL_CACHE = Path(os.environ.get("VMPOD_KERNEL_CACHE", "/var/cache/vmpod/kerne
 
 # As measured (issue 7): without smap=0 dom0 crashes under TCG; noreboot keeps a crash on screen.
 # spec-ctrl=eager-fpu: QEMU's "max" CPU is an AMD one, so Xen switches vCPUs' FPU state lazily (CR0.TS and
-# #NM); under TCG that let one process's SSE/AVX registers reach another's memcpy: 64-byte runs of other
+# #NM); under TCG that evidently let one process's SSE/AVX registers reach another's memcpy: 64-byte runs of other
 # processes' memory in dom0 and in the guests (2 of 20 1 MiB transfers; 0 of 30 with eager switching).
 XEN_CMDLINE = (
     "console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M noreboot smap=0 spec-ctrl=eager-fpu"
@@ -52,7 +52,7 @@ CPU = os.environ.get("VMPOD_XEN_CPU", "max")
 # VMPOD_XEN_QEMU: the QEMU that runs the nested machine (e.g. a newer one's wrapper), for diagnosis.
 QEMU = os.environ.get("VMPOD_XEN_QEMU", "qemu-system-x86_64")
 # VMPOD_XEN_SMP: the nested machine's CPUs (Xen's and so dom0's and the guests'). One: with two, QEMU's SVM
-# emulation now and then gives a PVH guest the wrong GS/KERNEL_GS_BASE (a triple fault right after a
+# emulation now and then evidently gives a PVH guest the wrong GS/KERNEL_GS_BASE (a triple fault right after a
 # hypercall, or a #PF loop on the entry stack) under sustained I/O: 5 of 5 soaks, 0 of 2 with one CPU, whose
 # suite takes as long (427 s against 406 s).
 SMP = os.environ.get("VMPOD_XEN_SMP", "1")
