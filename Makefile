@@ -82,7 +82,7 @@ test: test-deps venv agent kernel stock-kernel build/busybox.tar
 	$(VENV)/bin/pytest -q -n 2 tests
 	$(MAKE) test-xen
 
-# Xen as the second hypervisor, verified in a Xen dom0 nested under QEMU TCG (~6 min, plus ~3 to build the
+# Xen as the second hypervisor, verified in a Xen dom0 nested under QEMU TCG (~8 min, plus ~3 to build the
 # dom0 rootfs once; at most 40). `test` runs it last, alone, so that no other VM competes with the nested one.
 test-xen: test-deps venv agent kernel build/busybox.tar
 	$(call apt_install,$(XEN_PACKAGES))

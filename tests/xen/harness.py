@@ -53,12 +53,12 @@ CPU = os.environ.get("VMPOD_XEN_CPU", "max")
 QEMU = os.environ.get("VMPOD_XEN_QEMU", "qemu-system-x86_64")
 # VMPOD_XEN_SMP: the nested machine's CPUs (Xen's and so dom0's and the guests'). One: with two, QEMU's SVM
 # emulation now and then evidently gives a PVH guest the wrong GS/KERNEL_GS_BASE (a triple fault right after a
-# hypercall, or a #PF loop on the entry stack) under sustained I/O: 5 of 5 soaks, 0 of 2 with one CPU, whose
+# hypercall, or a #PF loop on the entry stack) under sustained I/O: 5 of 5 soaks, 0 of 4 with one CPU, whose
 # suite takes as long (427 s against 406 s).
 SMP = os.environ.get("VMPOD_XEN_SMP", "1")
 DOM0_CMDLINE = "console=hvc0 earlyprintk=xen loglevel=4 panic=30"
 READY_TIMEOUT_S = float(os.environ.get("VMPOD_XEN_READY_TIMEOUT", "600"))
-# A normal run takes ~6 min, with reruns ~10: the limit ends a run whose nested machine hung.
+# A normal run takes ~8 min, with reruns ~11: the limit ends a run whose nested machine hung.
 TOTAL_TIMEOUT_S = float(os.environ.get("VMPOD_XEN_TIMEOUT", "2400"))
 ATTEMPTS = int(os.environ.get("VMPOD_XEN_ATTEMPTS", "2"))
 # Checks that failed get up to RERUNS more chances, each in a fresh boot: the nested machine is emulated
